@@ -1,0 +1,22 @@
+"""GET /api/preview/worker/health: Redis, queue and workers; 200 healthy, 503 not."""
+
+from __future__ import annotations
+
+from aws_lambda_powertools.event_handler import Response
+
+from shared import service
+from shared.api import json_response, lambda_entry, make_resolver
+from shared.settings import get_settings
+
+get_settings()  # a bad configuration fails the cold start with one clear message
+
+app = make_resolver()
+
+
+@app.get("/api/preview/worker/health")
+def worker_health() -> Response:
+    report = service.health()
+    return json_response(service.health_status_code(report), report.model_dump(mode="json", exclude_none=True))
+
+
+handler = lambda_entry(app, "worker_health")

@@ -1,0 +1,1 @@
+"""Core package of the preview job service, shared by every function, the emulator and the worker."""

@@ -1,0 +1,81 @@
+"""Every Redis key of a queue, in one place.
+
+All keys of one queue share the hash tag ``{<queue name>}`` so that each Lua script touches
+a single Redis Cluster slot.
+
+    pq:{q}:job:<jobId>   hash   one job: payload, state, attempts, timestamps, lease token
+    pq:{q}:waiting       zset   jobs ready to run; score = priority rank * 1e13 + admission seq
+    pq:{q}:active        zset   claimed jobs; score = lease deadline (ms since epoch)
+    pq:{q}:delayed       zset   jobs backing off before a retry; score = due time (ms)
+    pq:{q}:completed     zset   finished jobs; score = finish time (ms), trimmed by retention
+    pq:{q}:failed        zset   dead letters; score = finish time (ms), trimmed by retention
+    pq:{q}:seq           string admission counter (FIFO order within a priority)
+    pq:{q}:notify        list   wake-up tokens for idle workers blocked on BLPOP
+    pq:{q}:workers       zset   worker id -> last heartbeat (ms)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PREFIX = "pq"
+
+PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
+# Admission sequence numbers stay below this, so rank * SEQ_SPAN + seq is exact in a double.
+SEQ_SPAN = 10**13
+
+STATES = ("waiting", "active", "delayed", "completed", "failed")
+
+# Wake-up tokens beyond this many are useless: every idle worker already has one.
+NOTIFY_MAX = 1000
+
+
+@dataclass(frozen=True)
+class QueueKeys:
+    name: str
+
+    @property
+    def base(self) -> str:
+        return f"{PREFIX}:{{{self.name}}}:"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.base}job:{job_id}"
+
+    @property
+    def job_prefix(self) -> str:
+        return f"{self.base}job:"
+
+    @property
+    def waiting(self) -> str:
+        return f"{self.base}waiting"
+
+    @property
+    def active(self) -> str:
+        return f"{self.base}active"
+
+    @property
+    def delayed(self) -> str:
+        return f"{self.base}delayed"
+
+    @property
+    def completed(self) -> str:
+        return f"{self.base}completed"
+
+    @property
+    def failed(self) -> str:
+        return f"{self.base}failed"
+
+    @property
+    def seq(self) -> str:
+        return f"{self.base}seq"
+
+    @property
+    def notify(self) -> str:
+        return f"{self.base}notify"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.base}workers"
+
+    def state_key(self, state: str) -> str:
+        return f"{self.base}{state}"

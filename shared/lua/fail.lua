@@ -1,0 +1,32 @@
+-- Record a failed attempt of an owned job: back off for a retry, or dead-letter it.
+-- KEYS: job, active, delayed, failed
+-- ARGV: jobId, token, jobPrefix, reason, stacktrace, retryable (1/0), delayMs, keepMs, keepCount
+-- Returns {state, attemptsMade}, or {'lost', 0} when the lease was lost.
+local state = redis.call('HMGET', KEYS[1], 'state', 'token', 'attemptsMax')
+if state[1] ~= 'active' or state[2] ~= ARGV[2] then return {'lost', 0} end
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('ZREM', KEYS[2], ARGV[1])
+local attempts = redis.call('HINCRBY', KEYS[1], 'attemptsMade', 1)
+redis.call('HDEL', KEYS[1], 'token')
+redis.call('HSET', KEYS[1], 'failedReason', ARGV[4], 'stacktrace', ARGV[5])
+if ARGV[6] == '1' and attempts < tonumber(state[3]) then
+  redis.call('HSET', KEYS[1], 'state', 'delayed')
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[7]), ARGV[1])
+  return {'delayed', attempts}
+end
+redis.call('HSET', KEYS[1], 'state', 'failed', 'finishedOn', string.format('%d', now))
+redis.call('ZADD', KEYS[4], now, ARGV[1])
+local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. (now - tonumber(ARGV[8])), 'LIMIT', 0, 500)
+for _, id in ipairs(old) do
+  redis.call('DEL', ARGV[3] .. id)
+  redis.call('ZREM', KEYS[4], id)
+end
+local extra = redis.call('ZCARD', KEYS[4]) - tonumber(ARGV[9])
+if extra > 0 then
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[4], 0, extra - 1)) do
+    redis.call('DEL', ARGV[3] .. id)
+  end
+  redis.call('ZREMRANGEBYRANK', KEYS[4], 0, extra - 1)
+end
+return {'failed', attempts}

@@ -1,0 +1,164 @@
+"""The job payload contract: parse the request body, validate against
+`schemas/preview-job.schema.json`, then the rules a JSON schema cannot express."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import posixpath
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft7Validator, FormatChecker
+from jsonschema.exceptions import ValidationError
+
+from shared.errors import InvalidPayload, InvalidRequest, PayloadTooLarge
+from shared.settings import Settings
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "preview-job.schema.json"
+
+MAX_TOTAL_SECONDS = 600
+MAX_WIDTH, MAX_HEIGHT = 1920, 1080
+DEFAULT_STEP_SECONDS = 3.0
+
+
+@lru_cache(maxsize=1)
+def load_schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+@lru_cache(maxsize=1)
+def _validator() -> Draft7Validator:
+    return Draft7Validator(load_schema(), format_checker=FormatChecker())
+
+
+def _pointer(parts: list[str | int]) -> str:
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts) or "/"
+
+
+def _describe(error: ValidationError) -> dict[str, str]:
+    parts: list[str | int] = list(error.absolute_path)
+    message = error.message
+    if error.validator == "required":
+        match = re.match(r"'(.+)' is a required property", error.message)
+        if match:
+            parts.append(match.group(1))
+    elif error.validator == "additionalProperties":
+        extra = re.findall(r"'([^']+)'", error.message)
+        if len(extra) == 1:
+            parts.append(extra[0])
+        message = f"unknown property not allowed: {', '.join(extra) or error.message}"
+    elif error.validator == "pattern" and parts and parts[-1] == "uri":
+        message = "uri must be a data: URI, s3://bucket/key, or a relative path inside the asset folder"
+    elif error.validator == "pattern" and error.schema.get("maxLength") == 128:
+        message = "must be 1-128 letters, digits, '.', '_' or '-', not starting with '.'"
+    elif error.validator == "pattern":
+        message = f"{_short(error.instance)} does not match the allowed form {error.validator_value}"
+    return {"path": _pointer(parts), "message": message}
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def parse_body(body: str | bytes | None, is_base64: bool, limit: int) -> dict[str, Any]:
+    """Decode an HTTP body into a JSON object, enforcing the size limit before parsing."""
+    if body is None or body == "":
+        raise InvalidRequest("request body is empty; send the job as a JSON object")
+    raw: bytes
+    if is_base64:
+        if len(body) > limit * 4 // 3 + 4:
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes", limit=limit)
+        try:
+            raw = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidRequest("request body is not valid base64") from None
+    else:
+        raw = body.encode("utf-8") if isinstance(body, str) else body
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"request body exceeds {limit} bytes", limit=limit)
+    try:
+        document = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise InvalidPayload(
+            "the job must be a JSON object", [{"path": "/", "message": "must be an object"}]
+        )
+    return document
+
+
+def validate_payload(document: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """Return the payload if valid; otherwise raise `InvalidPayload` listing every error."""
+    errors = [_describe(e) for e in sorted(_validator().iter_errors(document), key=lambda e: list(e.path))]
+    if not errors:
+        errors = semantic_errors(document, settings)
+    if errors:
+        noun = "error" if len(errors) == 1 else "errors"
+        raise InvalidPayload(f"the job payload has {len(errors)} {noun}", errors)
+    return document
+
+
+def semantic_errors(document: dict[str, Any], settings: Settings) -> list[dict[str, str]]:
+    """Rules beyond the schema: references, limits, where assets may come from."""
+    errors: list[dict[str, str]] = []
+    request = document["previewRequest"]
+    assets: dict[str, dict[str, Any]] = {}
+    for i, asset in enumerate(request["assets"]):
+        if asset["id"] in assets:
+            errors.append({"path": f"/previewRequest/assets/{i}/id", "message": f"duplicate asset id {asset['id']!r}"})
+        assets[asset["id"]] = asset
+        problem = asset_uri_problem(asset["uri"], settings)
+        if problem:
+            errors.append({"path": f"/previewRequest/assets/{i}/uri", "message": problem})
+
+    total = 0.0
+    for i, step in enumerate(request["steps"]):
+        total += float(step.get("durationSec", DEFAULT_STEP_SECONDS))
+        ref = step.get("asset")
+        if ref is not None:
+            errors.extend(_reference_errors(f"/previewRequest/steps/{i}/asset", ref, "image", assets))
+    if total > MAX_TOTAL_SECONDS:
+        errors.append({"path": "/previewRequest/steps",
+                       "message": f"total duration {total:g} s exceeds {MAX_TOTAL_SECONDS} s"})
+
+    for role in ("narration", "music"):
+        ref = request["audio"].get(role)
+        if ref is not None:
+            errors.extend(_reference_errors(f"/previewRequest/audio/{role}", ref, "audio", assets))
+
+    resolution = request.get("options", {}).get("resolution")
+    if resolution is not None:
+        width, height = (int(v) for v in resolution.split("x"))
+        if width % 2 or height % 2 or width > MAX_WIDTH or height > MAX_HEIGHT or width < 16 or height < 16:
+            errors.append({"path": "/previewRequest/options/resolution",
+                           "message": f"resolution must be even, between 16x16 and {MAX_WIDTH}x{MAX_HEIGHT}"})
+    return errors
+
+
+def _reference_errors(path: str, ref: str, kind: str, assets: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
+    asset = assets.get(ref)
+    if asset is None:
+        return [{"path": path, "message": f"refers to unknown asset id {ref!r}"}]
+    if asset["type"] != kind:
+        return [{"path": path, "message": f"asset {ref!r} is of type {asset['type']!r}, expected {kind!r}"}]
+    return []
+
+
+def asset_uri_problem(uri: str, settings: Settings) -> str | None:
+    """Why an asset URI is refused, or None when it is acceptable."""
+    if uri.startswith("data:"):
+        return None
+    if uri.startswith("s3://"):
+        bucket = uri[5:].split("/", 1)[0]
+        if bucket not in settings.allowed_asset_buckets:
+            return f"bucket {bucket!r} is not an allowed asset bucket"
+        return None
+    normalized = posixpath.normpath(uri)
+    if normalized.startswith(("/", "..")) or ":" in uri.split("/", 1)[0]:
+        return "local asset paths must stay inside the asset folder"
+    return None

@@ -1,0 +1,278 @@
+"""The job queue on Redis: admission, claim with lease, heartbeat, complete, fail/retry,
+stalled-lease recovery, retention and O(1) counts. Each state change is one Lua script."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import redis
+
+from shared.errors import Conflict, LeaseLost, QueueFull, StoreUnavailable
+from shared.keys import NOTIFY_MAX, PRIORITY_RANK, SEQ_SPAN, STATES, QueueKeys
+from shared.models import AdmitResult, JobStatus, QueueCounts
+from shared.settings import Settings
+
+_SCRIPT_NAMES = ("admit", "claim", "heartbeat", "complete", "fail", "release", "recover")
+
+
+def _load_script(name: str) -> str:
+    return resources.files("shared.lua").joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+
+SCRIPT_SOURCES = {name: _load_script(name) for name in _SCRIPT_NAMES}
+
+
+def canonical_json(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def payload_hash(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
+@contextmanager
+def redis_errors() -> Iterator[None]:
+    """Turn connection trouble into `StoreUnavailable` (503) without leaking the URL."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise StoreUnavailable("Redis is unreachable; try again shortly") from exc
+    except redis.ResponseError as exc:
+        if str(exc).startswith(("LOADING", "BUSY", "MASTERDOWN", "READONLY", "NOAUTH", "WRONGPASS")):
+            raise StoreUnavailable("Redis is not ready; try again shortly") from exc
+        raise
+
+
+@dataclass
+class ClaimedJob:
+    id: str
+    token: str
+    payload: dict[str, Any]
+    attempts_made: int
+    attempts_max: int
+    priority: str
+    project_id: str
+    fields: dict[str, str] = field(repr=False, default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClaimOutcome:
+    job: ClaimedJob | None
+    next_due_ms: int | None = None
+
+
+def backoff_delay_ms(base_ms: int, attempts_made: int, rng: random.Random | None = None) -> int:
+    """Exponential backoff with jitter: base * 2^(n-1), scaled by a random factor in [0.8, 1.2]."""
+    exponent = max(attempts_made - 1, 0)
+    delay = base_ms * (2 ** min(exponent, 20))
+    factor = (rng or random).uniform(0.8, 1.2)
+    return int(delay * factor)
+
+
+class JobQueue:
+    def __init__(self, client: redis.Redis, settings: Settings, blocking_client: redis.Redis | None = None):
+        self.redis = client
+        self.blocking_redis = blocking_client
+        self.settings = settings
+        self.keys = QueueKeys(settings.queue_name)
+        self._scripts = {name: client.register_script(src) for name, src in SCRIPT_SOURCES.items()}
+
+    @property
+    def name(self) -> str:
+        return self.settings.queue_name
+
+    # -- client side -------------------------------------------------------------------
+
+    def admit(self, payload: dict[str, Any]) -> AdmitResult:
+        """Store and enqueue a validated payload in one atomic step.
+
+        Identical replay of a known jobId returns the existing job; a different payload under
+        the same jobId raises `Conflict`; a full backlog raises `QueueFull`."""
+        job_id = payload["jobId"]
+        priority = payload.get("priority", "normal")
+        attempts_max = payload.get("attempts") or self.settings.job_attempts
+        with redis_errors():
+            code, detail = self._scripts["admit"](
+                keys=[self.keys.job(job_id), self.keys.waiting, self.keys.delayed, self.keys.seq,
+                      self.keys.notify],
+                args=[job_id, payload_hash(payload), canonical_json(payload), PRIORITY_RANK[priority],
+                      priority, attempts_max, self.settings.queue_max, payload["projectId"], SEQ_SPAN,
+                      NOTIFY_MAX],
+            )
+        code = int(code)
+        if code == 0:
+            return AdmitResult(jobId=job_id, created=True, state="waiting")
+        if code == 1:
+            return AdmitResult(jobId=job_id, created=False, state=detail)
+        if code == 2:
+            raise Conflict(
+                f"job {job_id!r} already exists with a different payload", jobId=job_id, state=detail
+            )
+        raise QueueFull(
+            f"queue {self.name!r} is full ({detail} jobs waiting, limit {self.settings.queue_max})",
+            retry_after=self._retry_after_seconds(),
+            limit=self.settings.queue_max,
+        )
+
+    def _retry_after_seconds(self) -> int:
+        # A job slot frees when a worker claims one; a few seconds is the honest estimate.
+        return max(1, min(30, self.settings.backoff_ms // 1000 or 1))
+
+    def status(self, job_id: str) -> JobStatus | None:
+        with redis_errors():
+            fields = self.redis.hgetall(self.keys.job(job_id))
+        if not fields or "state" not in fields:
+            return None
+        return JobStatus.from_hash(fields)
+
+    def job_fields(self, job_id: str, *names: str) -> dict[str, str | None]:
+        with redis_errors():
+            values = self.redis.hmget(self.keys.job(job_id), list(names))
+        return dict(zip(names, values, strict=True))
+
+    def counts(self) -> QueueCounts:
+        with redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for state in STATES:
+                pipe.zcard(self.keys.state_key(state))
+            values = dict(zip(STATES, (int(v) for v in pipe.execute()), strict=True))
+        return QueueCounts(name=self.name, total=sum(values.values()), **values)
+
+    def oldest_waiting_ms(self) -> int | None:
+        """Admission time of the oldest waiting job (the head of each priority band)."""
+        with redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for rank in PRIORITY_RANK.values():
+                pipe.zrangebyscore(self.keys.waiting, rank * SEQ_SPAN, (rank + 1) * SEQ_SPAN - 1, 0, 1)
+            heads = [ids[0] for ids in pipe.execute() if ids]
+            if not heads:
+                return None
+            pipe = self.redis.pipeline(transaction=False)
+            for job_id in heads:
+                pipe.hget(self.keys.job(job_id), "createdAt")
+            created = [int(v) for v in pipe.execute() if v]
+        return min(created) if created else None
+
+    def ping(self) -> None:
+        with redis_errors():
+            self.redis.ping()
+
+    # -- worker side -------------------------------------------------------------------
+
+    def claim(self, token: str | None = None) -> ClaimOutcome:
+        token = token or secrets.token_hex(12)
+        with redis_errors():
+            reply = self._scripts["claim"](
+                keys=[self.keys.waiting, self.keys.active, self.keys.delayed, self.keys.notify],
+                args=[self.keys.job_prefix, token, self.settings.lease_ms],
+            )
+        if int(reply[0]) == 0:
+            due = int(float(reply[1]))
+            return ClaimOutcome(job=None, next_due_ms=None if due < 0 else due)
+        flat = reply[1]
+        fields = dict(zip(flat[::2], flat[1::2], strict=True))
+        job = ClaimedJob(
+            id=fields["id"],
+            token=token,
+            payload=json.loads(fields["payload"]),
+            attempts_made=int(fields.get("attemptsMade") or 0),
+            attempts_max=int(fields.get("attemptsMax") or 1),
+            priority=fields.get("priority", "normal"),
+            project_id=fields.get("projectId", ""),
+            fields=fields,
+        )
+        return ClaimOutcome(job=job)
+
+    def wait_for_work(self, timeout_s: float) -> bool:
+        """Block until an admission wakes us (True) or the timeout passes (False)."""
+        client = self.blocking_redis or self.redis
+        with redis_errors():
+            # BLPOP takes whole or fractional seconds (Redis >= 6); 0 would block forever.
+            return client.blpop([self.keys.notify], timeout=max(timeout_s, 0.01)) is not None
+
+    def heartbeat(self, job: ClaimedJob, progress: int | None = None) -> None:
+        """Renew the lease; raises `LeaseLost` when another worker owns the job now."""
+        with redis_errors():
+            renewed = self._scripts["heartbeat"](
+                keys=[self.keys.job(job.id), self.keys.active],
+                args=[job.id, job.token, self.settings.lease_ms, "" if progress is None else int(progress)],
+            )
+        if not int(renewed):
+            raise LeaseLost(f"lease on job {job.id!r} was lost")
+
+    def complete(self, job: ClaimedJob, result: dict[str, Any] | None = None) -> None:
+        s = self.settings
+        with redis_errors():
+            done = self._scripts["complete"](
+                keys=[self.keys.job(job.id), self.keys.active, self.keys.completed],
+                args=[job.id, job.token, self.keys.job_prefix, s.keep_completed_seconds * 1000,
+                      s.keep_completed_count, json.dumps(result or {})],
+            )
+        if not int(done):
+            raise LeaseLost(f"lease on job {job.id!r} was lost before completion")
+
+    def fail(self, job: ClaimedJob, reason: str, stacktrace: str = "", *, retryable: bool = True) -> str:
+        """Record a failed attempt; returns the new state (`delayed` for a retry, or `failed`)."""
+        s = self.settings
+        delay = backoff_delay_ms(s.backoff_ms, job.attempts_made + 1)
+        with redis_errors():
+            state, _attempts = self._scripts["fail"](
+                keys=[self.keys.job(job.id), self.keys.active, self.keys.delayed, self.keys.failed],
+                args=[job.id, job.token, self.keys.job_prefix, reason[:2000], stacktrace[-8000:],
+                      1 if retryable else 0, delay, s.keep_failed_seconds * 1000, s.keep_failed_count],
+            )
+        if state == "lost":
+            raise LeaseLost(f"lease on job {job.id!r} was lost before recording the failure")
+        return str(state)
+
+    def release(self, job: ClaimedJob) -> bool:
+        """Hand an owned job back to waiting without counting an attempt (shutdown)."""
+        with redis_errors():
+            return bool(
+                int(
+                    self._scripts["release"](
+                        keys=[self.keys.job(job.id), self.keys.active, self.keys.waiting, self.keys.notify],
+                        args=[job.id, job.token],
+                    )
+                )
+            )
+
+    def recover_stalled(self, limit: int = 1000) -> tuple[list[str], list[str]]:
+        """Jobs whose lease expired go back to waiting (an attempt counted) or to failed."""
+        s = self.settings
+        with redis_errors():
+            requeued, failed = self._scripts["recover"](
+                keys=[self.keys.active, self.keys.waiting, self.keys.failed, self.keys.notify],
+                args=[self.keys.job_prefix, limit, s.keep_failed_seconds * 1000, s.keep_failed_count],
+            )
+        return list(requeued), list(failed)
+
+    def record_worker(self, worker_id: str) -> None:
+        now_ms = int(time.time() * 1000)
+        with redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zadd(self.keys.workers, {worker_id: now_ms})
+            pipe.zremrangebyscore(self.keys.workers, "-inf", now_ms - 86_400_000)
+            pipe.execute()
+
+    def forget_worker(self, worker_id: str) -> None:
+        with redis_errors():
+            self.redis.zrem(self.keys.workers, worker_id)
+
+    def workers_seen(self, since_ms: int) -> tuple[int, int | None]:
+        """How many workers sent a heartbeat since `since_ms`, and the latest heartbeat time."""
+        with redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zcount(self.keys.workers, since_ms, "+inf")
+            pipe.zrange(self.keys.workers, -1, -1, withscores=True)
+            count, latest = pipe.execute()
+        return int(count), (int(latest[0][1]) if latest else None)

@@ -1,0 +1,132 @@
+"""Configuration read from the environment, validated once, cached.
+
+Every variable is a field alias; a bad value raises `ConfigError` with one message that
+names the variable. `get_settings.cache_clear()` resets the cache (tests do so).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from shared.errors import ConfigError
+
+QUEUE_NAME_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$"
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+    redis_url: Annotated[str, Field(alias="REDIS_URL")] = "redis://127.0.0.1:6379"
+    queue_name: Annotated[str, Field(alias="PREVIEW_QUEUE_NAME", pattern=QUEUE_NAME_PATTERN)] = (
+        "preview-jobs"
+    )
+    worker_concurrency: Annotated[int, Field(alias="PREVIEW_WORKER_CONCURRENCY", ge=1, le=64)] = 2
+    queue_max: Annotated[int, Field(alias="PREVIEW_QUEUE_MAX", ge=1, le=1_000_000)] = 20
+    data_dir: Annotated[Path, Field(alias="DATA_DIR")] = Path("./data")
+
+    job_attempts: Annotated[int, Field(alias="PREVIEW_JOB_ATTEMPTS", ge=1, le=25)] = 5
+    backoff_ms: Annotated[int, Field(alias="PREVIEW_BACKOFF_MS", ge=0, le=3_600_000)] = 1000
+    lease_ms: Annotated[int, Field(alias="PREVIEW_LEASE_MS", ge=1000, le=3_600_000)] = 30_000
+    keep_completed_seconds: Annotated[int, Field(alias="PREVIEW_KEEP_COMPLETED_SECONDS", ge=0)] = 3600
+    keep_completed_count: Annotated[int, Field(alias="PREVIEW_KEEP_COMPLETED_COUNT", ge=0)] = 100
+    keep_failed_seconds: Annotated[int, Field(alias="PREVIEW_KEEP_FAILED_SECONDS", ge=0)] = 86_400
+    keep_failed_count: Annotated[int, Field(alias="PREVIEW_KEEP_FAILED_COUNT", ge=0)] = 100
+    redis_timeout_ms: Annotated[int, Field(alias="PREVIEW_REDIS_TIMEOUT_MS", ge=50, le=30_000)] = 1000
+    max_body_bytes: Annotated[int, Field(alias="PREVIEW_MAX_BODY_BYTES", ge=1024, le=6_291_456)] = 262_144
+
+    artifact_bucket: Annotated[str, Field(alias="ARTIFACT_BUCKET")] = ""
+    url_ttl_seconds: Annotated[int, Field(alias="PREVIEW_URL_TTL_SECONDS", ge=1, le=604_800)] = 3600
+    url_secret: Annotated[str, Field(alias="PREVIEW_URL_SECRET", repr=False)] = ""
+    public_url: Annotated[str, Field(alias="PREVIEW_PUBLIC_URL")] = ""
+    asset_dir: Annotated[Path | None, Field(alias="PREVIEW_ASSET_DIR")] = None
+    asset_buckets: Annotated[tuple[str, ...], Field(alias="PREVIEW_ASSET_BUCKETS")] = ()
+    api_key: Annotated[str, Field(alias="PREVIEW_API_KEY", repr=False)] = ""
+    render_worker_function: Annotated[str, Field(alias="RENDER_WORKER_FUNCTION")] = ""
+    max_wait_seconds: Annotated[int, Field(alias="PREVIEW_MAX_WAIT_SECONDS", ge=1)] = 600
+    worker_stale_seconds: Annotated[int, Field(alias="PREVIEW_WORKER_STALE_SECONDS", ge=1)] = 900
+    log_level: Annotated[str, Field(alias="LOG_LEVEL")] = "INFO"
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("asset_buckets", mode="before")
+    @classmethod
+    def _split_buckets(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @field_validator("asset_dir", mode="before")
+    @classmethod
+    def _empty_path(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @property
+    def assets_root(self) -> Path:
+        """The folder local asset paths resolve inside."""
+        return (self.asset_dir or self.data_dir / "assets").resolve()
+
+    @property
+    def allowed_asset_buckets(self) -> frozenset[str]:
+        extra = {self.artifact_bucket} if self.artifact_bucket else set()
+        return frozenset(self.asset_buckets) | extra
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        source = os.environ if env is None else env
+        names = {field.alias for field in cls.model_fields.values() if field.alias}
+        values = {name: source[name] for name in names if name in source}
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            variable = str(first["loc"][0]) if first["loc"] else "configuration"
+            shown = "<hidden>" if variable in {"PREVIEW_URL_SECRET", "PREVIEW_API_KEY", "REDIS_URL"} else repr(values.get(variable))
+            raise ConfigError(f"invalid configuration: {variable}={shown}: {first['msg']}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings.from_env()
+
+
+def main() -> int:
+    """`python -m shared.settings`: check the environment, print the effective configuration."""
+    from shared.redis_client import mask_url
+
+    try:
+        settings = get_settings()
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    for name, field in Settings.model_fields.items():
+        value = getattr(settings, name)
+        if name == "redis_url":
+            value = mask_url(value)
+        elif not field.repr:
+            value = "<set>" if value else ""
+        print(f"{field.alias}={value if not isinstance(value, tuple) else ','.join(value)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,89 @@
+"""Shared fixtures: a private Redis per test session, clean settings and metrics per test."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from local.redis_server import RedisServer
+from shared import redis_client, service
+from shared.settings import get_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+EVENTS = ROOT / "events"
+
+# Never let a test reach a real AWS account or a developer's Redis by accident.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ["REDIS_URL"] = "redis://127.0.0.1:1/0"
+os.environ.pop("AWS_LAMBDA_FUNCTION_NAME", None)
+os.environ["POWERTOOLS_SERVICE_NAME"] = "preview-service"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _clean_state(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    redis_client.reset_clients()
+    service.reset_queues()
+    yield
+    get_settings.cache_clear()
+    redis_client.reset_clients()
+    service.reset_queues()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point the service at the private Redis, emptied for this test."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    get_settings.cache_clear()
+    return redis_server.url
+
+
+@pytest.fixture
+def rdb(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+def load_event(function: str, case: str) -> dict[str, Any]:
+    return json.loads((EVENTS / function / f"{case}.json").read_text())
+
+
+class LambdaContext:
+    """The attributes Powertools reads from a Lambda context."""
+
+    def __init__(self, name: str = "test-function") -> None:
+        self.function_name = name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = f"arn:aws:lambda:us-east-1:123456789012:function:{name}"
+        self.memory_limit_in_mb = 512
+        self.aws_request_id = "req-test-0001"
+        self.log_group_name = f"/aws/lambda/{name}"
+        self.log_stream_name = "2026/11/28/[$LATEST]test"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+@pytest.fixture
+def lambda_context() -> LambdaContext:
+    return LambdaContext()
