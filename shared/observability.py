@@ -3,7 +3,9 @@ CloudWatch EMF through Powertools Metrics (Lambda). Metric names follow the SPEC
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from collections.abc import Iterable
 
 from aws_lambda_powertools import Logger
@@ -16,7 +18,21 @@ from shared.models import QueueCounts
 SERVICE = "preview-service"
 NAMESPACE = "PreviewService"
 
-logger = Logger(service=SERVICE, level=os.environ.get("LOG_LEVEL", "INFO").upper())
+class _CurrentStdout:
+    """Writes to whatever sys.stdout is now (it may be swapped after import, e.g. by a test runner)."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+logger = Logger(
+    service=SERVICE,
+    level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+    logger_handler=logging.StreamHandler(_CurrentStdout()),  # type: ignore[arg-type]
+)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft7Validator, FormatChecker
+from jsonschema import Draft7Validator, FormatChecker, validators
 from jsonschema.exceptions import ValidationError
 
 from shared.errors import InvalidPayload, InvalidRequest, PayloadTooLarge
@@ -30,9 +30,24 @@ def load_schema() -> dict[str, Any]:
     return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
 
 
+@lru_cache(maxsize=64)
+def _ecma_regex(pattern: str) -> re.Pattern[str]:
+    # JSON Schema patterns are ECMA-262, where `$` matches only at the very end; Python's `$`
+    # also matches before a final newline, which would let "job-1\n" through.
+    return re.compile(pattern.replace("$", r"\Z"))
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: dict[str, Any]) -> Any:
+    if validator.is_type(instance, "string") and not _ecma_regex(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+_Validator = validators.extend(Draft7Validator, {"pattern": _pattern})
+
+
 @lru_cache(maxsize=1)
-def _validator() -> Draft7Validator:
-    return Draft7Validator(load_schema(), format_checker=FormatChecker())
+def _validator() -> Any:
+    return _Validator(load_schema(), format_checker=FormatChecker())
 
 
 def _pointer(parts: list[str | int]) -> str:

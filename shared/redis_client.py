@@ -43,7 +43,6 @@ def _new_client(url: str, timeout_ms: int, blocking: bool) -> redis.Redis:
         socket_timeout=None if blocking else timeout,
         retry=_RETRY,
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-        health_check_interval=30,
         decode_responses=True,
     )
 

@@ -156,3 +156,20 @@ def health_status_code(report: HealthReport) -> int:
     return 200 if report.status == "healthy" else 503
 
 
+
+
+def probe() -> dict[str, Any]:
+    """The scheduled probe: recover expired leases first, then report health."""
+    settings = get_settings()
+    recovered: dict[str, list[str]] = {"requeued": [], "failed": []}
+    try:
+        requeued, failed = get_queue(settings).recover_stalled()
+        recovered = {"requeued": requeued, "failed": failed}
+        from shared.observability import record_job
+
+        for _ in requeued + failed:
+            record_job("stalled")
+    except StoreUnavailable:
+        pass  # the health report below says so
+    report = health(settings)
+    return {**report.model_dump(mode="json", exclude_none=True), "recovered": recovered}

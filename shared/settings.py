@@ -38,7 +38,7 @@ class Settings(BaseModel):
     keep_completed_count: Annotated[int, Field(alias="PREVIEW_KEEP_COMPLETED_COUNT", ge=0)] = 100
     keep_failed_seconds: Annotated[int, Field(alias="PREVIEW_KEEP_FAILED_SECONDS", ge=0)] = 86_400
     keep_failed_count: Annotated[int, Field(alias="PREVIEW_KEEP_FAILED_COUNT", ge=0)] = 100
-    redis_timeout_ms: Annotated[int, Field(alias="PREVIEW_REDIS_TIMEOUT_MS", ge=50, le=30_000)] = 1000
+    redis_timeout_ms: Annotated[int, Field(alias="PREVIEW_REDIS_TIMEOUT_MS", ge=50, le=30_000)] = 750
     max_body_bytes: Annotated[int, Field(alias="PREVIEW_MAX_BODY_BYTES", ge=1024, le=6_291_456)] = 262_144
 
     artifact_bucket: Annotated[str, Field(alias="ARTIFACT_BUCKET")] = ""
@@ -52,6 +52,11 @@ class Settings(BaseModel):
     max_wait_seconds: Annotated[int, Field(alias="PREVIEW_MAX_WAIT_SECONDS", ge=1)] = 600
     worker_stale_seconds: Annotated[int, Field(alias="PREVIEW_WORKER_STALE_SECONDS", ge=1)] = 900
     log_level: Annotated[str, Field(alias="LOG_LEVEL")] = "INFO"
+    render_ms_per_video_second: Annotated[
+        int, Field(alias="PREVIEW_RENDER_MS_PER_VIDEO_SECOND", ge=1, le=600_000)
+    ] = 500
+    shutdown_grace_seconds: Annotated[int, Field(alias="PREVIEW_SHUTDOWN_GRACE_SECONDS", ge=0, le=3600)] = 20
+    metrics_port: Annotated[int, Field(alias="PREVIEW_METRICS_PORT", ge=0, le=65535)] = 9102
 
     @field_validator("redis_url")
     @classmethod

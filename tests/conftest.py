@@ -87,3 +87,20 @@ class LambdaContext:
 @pytest.fixture
 def lambda_context() -> LambdaContext:
     return LambdaContext()
+
+
+class SocketBlocked(RuntimeError):
+    pass
+
+
+@pytest.fixture
+def no_sockets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unit tests prove they need no network: any connect attempt fails loudly."""
+    import socket
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise SocketBlocked("unit tests must not open sockets")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)

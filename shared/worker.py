@@ -1,0 +1,331 @@
+"""The render worker: claim a job, keep its lease alive while rendering, publish the
+artifacts, then complete or fail it. Runs inside a Lambda invocation (bounded by the time
+left) or as a long-running process with several jobs at a time."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import traceback
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from shared.errors import InvalidPayload, LeaseLost, PermanentRenderError, RenderError, StoreUnavailable
+from shared.observability import logger, record_failure, record_job
+from shared.payload import DEFAULT_STEP_SECONDS, validate_payload
+from shared.queue import ClaimedJob, JobQueue
+from shared.settings import Settings
+
+RenderFn = Callable[[dict[str, Any], Path, Settings, Callable[[int], None] | None], Any]
+
+
+class Store(Protocol):
+    def publish(self, project_id: str, job_id: str, src_dir: Path) -> dict[str, Any]: ...
+
+
+class Stopping(Exception):
+    """The worker is shutting down and gives the job back instead of finishing it."""
+
+
+def video_seconds(payload: dict[str, Any]) -> float:
+    steps = payload.get("previewRequest", {}).get("steps") or []
+    return sum(float(s.get("durationSec", DEFAULT_STEP_SECONDS)) for s in steps) or DEFAULT_STEP_SECONDS
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        queue: JobQueue,
+        store: Store,
+        render: RenderFn | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.store = store
+        self._render = render
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.stop_event = threading.Event()
+        # After a stop request, jobs still running get this long before they are handed back.
+        self.abort_event = threading.Event()
+        self.outcomes: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    @property
+    def render(self) -> RenderFn:
+        if self._render is None:
+            from shared.render import render_preview
+
+            self._render = render_preview
+        return self._render
+
+    # -- one job -----------------------------------------------------------------------
+
+    def process(self, job: ClaimedJob) -> str:
+        """Run one claimed job to an outcome: completed, dryrun, retried, failed, invalid,
+        lost (another worker owns it now) or released (handed back at shutdown)."""
+        started = time.monotonic()
+        log = {"jobId": job.id, "projectId": job.project_id, "attempt": job.attempts_made + 1}
+        logger.info("job started", extra=log)
+        lease = _LeaseKeeper(self.queue, job, self.settings.lease_ms / 3000, self.abort_event)
+        lease.start()
+        workdir = Path(tempfile.mkdtemp(prefix=f"render-{job.id}-", dir=self._scratch()))
+        try:
+            outcome = self._run(job, workdir, lease)
+        finally:
+            lease.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
+        seconds = time.monotonic() - started
+        if outcome not in ("lost", "released"):
+            record_job(outcome, seconds)
+        with self._lock:
+            self.outcomes[outcome] += 1
+        logger.info("job finished", extra={**log, "outcome": outcome, "seconds": round(seconds, 3)})
+        return outcome
+
+    def _scratch(self) -> Path:
+        path = self.settings.data_dir / "tmp"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _run(self, job: ClaimedJob, workdir: Path, lease: _LeaseKeeper) -> str:
+        try:
+            payload = validate_payload(job.payload, self.settings)
+            self.render(payload, workdir, self.settings, lease.progress)
+            lease.check()
+            self.store.publish(job.project_id, job.id, workdir)
+            lease.stop()
+            self.queue.complete(job, {"dryRun": bool(payload.get("dryRun"))})
+            return "dryrun" if payload.get("dryRun") else "completed"
+        except LeaseLost:
+            logger.warning("lease lost; another worker owns the job now", extra={"jobId": job.id})
+            return "lost"
+        except Stopping:
+            lease.stop()
+            return "released" if self.queue.release(job) else "lost"
+        except (InvalidPayload, PermanentRenderError) as exc:
+            reason = _reason(exc)
+            return self._fail(job, lease, reason, "", retryable=False, outcome="invalid")
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            retryable = exc.retryable if isinstance(exc, RenderError) else True
+            if not isinstance(exc, RenderError):
+                record_failure("render")
+                logger.exception("render failed unexpectedly", extra={"jobId": job.id})
+            return self._fail(job, lease, _reason(exc), traceback.format_exc(), retryable=retryable, outcome="")
+
+    def _fail(self, job: ClaimedJob, lease: _LeaseKeeper, reason: str, stack: str, *, retryable: bool,
+              outcome: str) -> str:
+        lease.stop()
+        try:
+            state = self.queue.fail(job, reason, stack, retryable=retryable)
+        except LeaseLost:
+            return "lost"
+        logger.warning("job attempt failed", extra={"jobId": job.id, "reason": reason, "state": state})
+        return outcome or ("retried" if state == "delayed" else "failed")
+
+    # -- loops -------------------------------------------------------------------------
+
+    def maintain(self) -> None:
+        """Heartbeat of the worker itself, and recovery of leases other workers lost."""
+        self.queue.record_worker(self.worker_id)
+        requeued, failed = self.queue.recover_stalled()
+        for _ in requeued + failed:
+            record_job("stalled")
+        if requeued or failed:
+            logger.warning("recovered expired leases", extra={"requeued": requeued, "failed": failed})
+
+    def run_until_idle(self, remaining_ms: Callable[[], float] | None = None, max_jobs: int | None = None,
+                       safety_ms: int = 2000) -> dict[str, Any]:
+        """Claim and process jobs one after another until the queue is empty, `max_jobs` ran,
+        or the time left (Lambda) could not fit the next job; such a job goes back unharmed."""
+        self.maintain()
+        done = 0
+        while max_jobs is None or done < max_jobs:
+            claim = self.queue.claim()
+            job = claim.job
+            if job is None:
+                break
+            if remaining_ms is not None:
+                needed = self.estimate_ms(job.payload) + safety_ms
+                if remaining_ms() < needed:
+                    self.queue.release(job)
+                    with self._lock:
+                        self.outcomes["deferred"] += 1
+                    logger.info("not enough time left for the next job; left it queued",
+                                extra={"jobId": job.id, "neededMs": needed})
+                    break
+            self.process(job)
+            done += 1
+        return {"workerId": self.worker_id, "processed": done, "outcomes": dict(self.outcomes)}
+
+    def estimate_ms(self, payload: dict[str, Any]) -> int:
+        """A conservative render budget: fixed start-up plus a cost per second of video."""
+        if payload.get("dryRun"):
+            return 2000
+        return int(3000 + video_seconds(payload) * self.settings.render_ms_per_video_second)
+
+    def run_forever(self, concurrency: int | None = None) -> None:
+        """Long-running mode: `concurrency` job loops plus a maintenance loop, until `stop()`."""
+        n = concurrency or self.settings.worker_concurrency
+        threads = [threading.Thread(target=self._loop, name=f"job-loop-{i}", daemon=True) for i in range(n)]
+        for thread in threads:
+            thread.start()
+        logger.info("worker started", extra={"workerId": self.worker_id, "concurrency": n})
+        interval = min(5.0, self.settings.lease_ms / 2000)
+        while not self.stop_event.is_set():
+            try:
+                self.maintain()
+            except StoreUnavailable:
+                logger.warning("redis unreachable; retrying")
+            self.stop_event.wait(interval)
+        grace_deadline = time.monotonic() + self.settings.shutdown_grace_seconds
+        for thread in threads:
+            thread.join(max(0.0, grace_deadline - time.monotonic()))
+        if any(t.is_alive() for t in threads):
+            # Past the grace period: running renders abort and their jobs go back to waiting.
+            self.abort_event.set()
+            for thread in threads:
+                thread.join(30)
+        try:
+            self.queue.forget_worker(self.worker_id)
+        except StoreUnavailable:
+            pass
+        logger.info("worker stopped", extra={"workerId": self.worker_id, "outcomes": dict(self.outcomes)})
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def _loop(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                claim = self.queue.claim()
+                if claim.job is not None:
+                    self.process(claim.job)
+                    continue
+                wait = 1.0
+                if claim.next_due_ms is not None:
+                    wait = min(wait, max(0.0, claim.next_due_ms / 1000 - time.time()))
+                if wait > 0:
+                    self.queue.wait_for_work(wait)
+            except StoreUnavailable:
+                logger.warning("redis unreachable; retrying in 1 s")
+                self.stop_event.wait(1.0)
+            except Exception:
+                record_failure("worker")
+                logger.exception("worker loop error")
+                self.stop_event.wait(1.0)
+
+
+class _LeaseKeeper:
+    """Renews the lease from its own thread, so a render holding the CPU cannot starve it."""
+
+    def __init__(self, queue: JobQueue, job: ClaimedJob, interval_s: float, abort: threading.Event) -> None:
+        self.queue = queue
+        self.job = job
+        self.interval = interval_s
+        self.abort = abort
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._progress: int | None = None
+        self._sent: int | None = None
+        self._thread = threading.Thread(target=self._run, name=f"lease-{job.id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(5)
+
+    def check(self) -> None:
+        if self.lost.is_set():
+            raise LeaseLost(f"lease on job {self.job.id!r} was lost")
+        if self.abort.is_set():
+            raise Stopping()
+
+    def progress(self, percent: int) -> None:
+        """The render's progress callback: records progress, and stops a render whose lease
+        is gone or whose worker is shutting down."""
+        self._progress = max(0, min(100, int(percent)))
+        self.check()
+
+    def _run(self) -> None:
+        last_beat = time.monotonic()
+        while not self._stop.wait(min(self.interval, 0.25)):
+            due = time.monotonic() - last_beat >= self.interval
+            fresh_progress = self._progress is not None and self._progress != self._sent
+            if not (due or fresh_progress):
+                continue
+            try:
+                progress = self._progress
+                self.queue.heartbeat(self.job, progress)
+                self._sent = progress
+                last_beat = time.monotonic()
+            except LeaseLost:
+                self.lost.set()
+                return
+            except StoreUnavailable:
+                # Keep trying: the lease survives a Redis blip shorter than its remaining time.
+                logger.warning("heartbeat failed: redis unreachable", extra={"jobId": self.job.id})
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, InvalidPayload):
+        details = "; ".join(f"{e['path']}: {e['message']}" for e in exc.errors[:5])
+        return f"invalid payload: {details}"
+    message = getattr(exc, "message", None) or str(exc) or exc.__class__.__name__
+    return message if isinstance(exc, RenderError) else f"{exc.__class__.__name__}: {message}"
+
+
+def build_worker(settings: Settings | None = None) -> Worker:
+    """A worker wired to the configured Redis and artifact store."""
+    from shared.artifacts import get_store
+    from shared.redis_client import get_redis
+    from shared.settings import get_settings
+
+    settings = settings or get_settings()
+    queue = JobQueue(get_redis(settings), settings, get_redis(settings, blocking=True))
+    return Worker(settings, queue, get_store(settings))
+
+
+def main() -> int:
+    """Long-running mode: PREVIEW_WORKER_CONCURRENCY jobs at a time, /metrics for Prometheus,
+    SIGTERM/SIGINT finish (or hand back) active jobs before exiting."""
+    import signal
+    import sys
+
+    from prometheus_client import start_http_server
+
+    from shared.errors import ConfigError
+    from shared.observability import REGISTRY
+    from shared.settings import get_settings
+
+    try:
+        settings = get_settings()
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    worker = build_worker(settings)
+    if settings.metrics_port:
+        host = os.environ.get("PREVIEW_METRICS_HOST", "127.0.0.1")
+        start_http_server(settings.metrics_port, addr=host, registry=REGISTRY)
+
+    def on_signal(signum: int, frame: object) -> None:
+        logger.info("stop requested", extra={"signal": signal.Signals(signum).name})
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    worker.run_forever()
+    return 0

@@ -1,0 +1,53 @@
+"""Drive the handler functions the way Lambda does: import `functions.<name>.app`, call
+`handler(event, context)` with the fixtures under events/."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from typing import Any
+
+from shared import service
+from shared.settings import get_settings
+from tests.conftest import EVENTS, LambdaContext, load_event
+
+EXPECTED: dict[str, dict[str, Any]] = {
+    k: v for k, v in json.loads((EVENTS / "expected.json").read_text()).items() if not k.startswith("_")
+}
+
+
+def invoke(function: str, event: dict[str, Any]) -> dict[str, Any]:
+    module = importlib.import_module(f"functions.{function}.app")
+    return module.handler(event, LambdaContext(function))
+
+
+def invoke_fixture(function: str, case: str) -> dict[str, Any]:
+    return invoke(function, load_event(function, case))
+
+
+def body(response: dict[str, Any]) -> Any:
+    return json.loads(response["body"])
+
+
+def run_worker_until_idle() -> dict[str, Any]:
+    from shared.artifacts import get_store
+    from shared.worker import Worker
+
+    settings = get_settings()
+    worker = Worker(settings, service.get_queue(settings), get_store(settings))
+    return worker.run_until_idle()
+
+
+def apply_given(steps: list[str]) -> None:
+    for step in steps:
+        kind, _, arg = step.partition(":")
+        if kind == "enqueue":
+            assert invoke_fixture("enqueue_job", arg)["statusCode"] == 202
+        elif kind == "worker-heartbeat":
+            service.get_queue().record_worker("fixture-worker")
+        elif kind == "render":
+            run_worker_until_idle()
+            status = service.get_queue().status(arg)
+            assert status is not None and status.state == "completed", status
+        else:
+            raise AssertionError(f"unknown given step {step!r}")

@@ -1,0 +1,248 @@
+"""The queue core against a real Redis: admission, priorities, leases, retries, retention."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+import redis
+
+from shared.errors import Conflict, LeaseLost, QueueFull
+from shared.keys import QueueKeys
+from shared.queue import JobQueue, backoff_delay_ms
+from shared.settings import Settings
+
+
+def make_queue(url: str, **env: str) -> JobQueue:
+    settings = Settings.from_env({"REDIS_URL": url, **env})
+    client = redis.Redis.from_url(url, decode_responses=True)
+    return JobQueue(client, settings, redis.Redis.from_url(url, decode_responses=True))
+
+
+def job(n: int | str, priority: str = "normal", **extra: Any) -> dict[str, Any]:
+    return {"jobId": f"job-{n}", "projectId": "proj-1", "requestId": f"req-{n}", "dryRun": True,
+            "priority": priority, "previewRequest": {"steps": [], "assets": [], "audio": {}}, **extra}
+
+
+def test_admission_replay_conflict_and_full(redis_url: str) -> None:
+    queue = make_queue(redis_url, PREVIEW_QUEUE_MAX="2")
+    assert queue.admit(job(1)).created
+    # The identical payload again is a replay of the same job, not a second job.
+    replay = queue.admit(job(1))
+    assert (replay.created, replay.state) == (False, "waiting")
+    with pytest.raises(Conflict):
+        queue.admit(job(1, priority="high"))
+    queue.admit(job(2))
+    with pytest.raises(QueueFull) as full:
+        queue.admit(job(3))
+    assert full.value.status_code == 429 and int(full.value.headers()["Retry-After"]) >= 1
+    assert queue.counts().waiting == 2
+    # A replay is still answered while the queue is full.
+    assert not queue.admit(job(2)).created
+
+
+def test_priorities_then_fifo(redis_url: str) -> None:
+    queue = make_queue(redis_url, PREVIEW_QUEUE_MAX="100")
+    order = [("l1", "low"), ("n1", "normal"), ("h1", "high"), ("n2", "normal"), ("h2", "high"), ("l2", "low")]
+    for name, priority in order:
+        queue.admit(job(name, priority))
+    claimed = [queue.claim().job.id for _ in order]  # type: ignore[union-attr]
+    assert claimed == ["job-h1", "job-h2", "job-n1", "job-n2", "job-l1", "job-l2"]
+    assert queue.claim().job is None
+
+
+def test_claim_heartbeat_progress_complete(redis_url: str) -> None:
+    queue = make_queue(redis_url)
+    queue.admit(job(1))
+    claimed = queue.claim().job
+    assert claimed is not None and claimed.payload == job(1)
+    status = queue.status("job-1")
+    assert status is not None and status.state == "active" and status.processedOn
+    queue.heartbeat(claimed, progress=40)
+    assert queue.status("job-1").progress == 40  # type: ignore[union-attr]
+    queue.complete(claimed, {"files": 2})
+    done = queue.status("job-1")
+    assert done is not None
+    assert (done.state, done.progress, done.attemptsMade) == ("completed", 100, 1)
+    assert done.finishedOn and done.failedReason is None
+    counts = queue.counts()
+    assert (counts.waiting, counts.active, counts.completed, counts.total) == (0, 0, 1, 1)
+    # A finished job cannot be heartbeaten or completed again by a stale worker.
+    with pytest.raises(LeaseLost):
+        queue.heartbeat(claimed)
+
+
+def test_failures_back_off_then_dead_letter(redis_url: str) -> None:
+    queue = make_queue(redis_url, PREVIEW_BACKOFF_MS="50", PREVIEW_JOB_ATTEMPTS="3")
+    queue.admit(job(1))
+    states = []
+    for _ in range(3):
+        claimed = None
+        deadline = time.monotonic() + 5
+        while claimed is None and time.monotonic() < deadline:
+            outcome = queue.claim()
+            claimed = outcome.job
+            if claimed is None:
+                # While backing off the job is delayed, and claim says when it is due.
+                assert outcome.next_due_ms is not None
+                assert queue.status("job-1").state == "delayed"  # type: ignore[union-attr]
+                time.sleep(0.02)
+        assert claimed is not None
+        states.append(queue.fail(claimed, "encoder exploded", "Traceback: ...", retryable=True))
+    assert states == ["delayed", "delayed", "failed"]
+    status = queue.status("job-1")
+    assert status is not None
+    assert (status.state, status.attemptsMade, status.attemptsMax) == ("failed", 3, 3)
+    assert status.failedReason == "encoder exploded"
+    fields = queue.job_fields("job-1", "stacktrace")
+    assert fields["stacktrace"] == "Traceback: ..."
+    assert queue.counts().failed == 1
+
+
+def test_permanent_failure_skips_retries(redis_url: str) -> None:
+    queue = make_queue(redis_url)
+    queue.admit(job(1))
+    claimed = queue.claim().job
+    assert claimed is not None
+    assert queue.fail(claimed, "asset 'a' is not a PNG", retryable=False) == "failed"
+    assert queue.status("job-1").attemptsMade == 1  # type: ignore[union-attr]
+
+
+def test_backoff_grows_exponentially_with_jitter() -> None:
+    delays = [backoff_delay_ms(1000, n) for n in (1, 2, 3, 4)]
+    for n, delay in enumerate(delays):
+        assert 800 * 2**n <= delay <= 1200 * 2**n
+    assert len({backoff_delay_ms(1000, 1) for _ in range(20)}) > 1
+
+
+def test_expired_lease_returns_job_and_counts_attempt(redis_url: str) -> None:
+    queue = make_queue(redis_url, PREVIEW_LEASE_MS="1000", PREVIEW_JOB_ATTEMPTS="2")
+    queue.admit(job(1))
+    first = queue.claim().job
+    assert first is not None
+    # Given a worker that dies without a heartbeat: nothing is recovered before the lease ends
+    assert queue.recover_stalled() == ([], [])
+    time.sleep(1.1)
+    assert queue.recover_stalled() == (["job-1"], [])
+    status = queue.status("job-1")
+    assert status is not None and (status.state, status.attemptsMade) == ("waiting", 1)
+    assert "lease expired" in (status.failedReason or "")
+    # The dead worker's late calls are refused; the job belongs to the next claimer.
+    with pytest.raises(LeaseLost):
+        queue.complete(first)
+    second = queue.claim().job
+    assert second is not None and second.attempts_made == 1
+    time.sleep(1.1)
+    # The last attempt expiring too dead-letters the job.
+    assert queue.recover_stalled() == ([], ["job-1"])
+    assert queue.status("job-1").state == "failed"  # type: ignore[union-attr]
+
+
+def test_heartbeat_keeps_a_long_job_alive(redis_url: str) -> None:
+    queue = make_queue(redis_url, PREVIEW_LEASE_MS="1000")
+    queue.admit(job(1))
+    claimed = queue.claim().job
+    assert claimed is not None
+    for _ in range(4):
+        time.sleep(0.4)
+        queue.heartbeat(claimed)
+        assert queue.recover_stalled() == ([], [])
+    queue.complete(claimed)
+    assert queue.status("job-1").attemptsMade == 1  # type: ignore[union-attr]
+
+
+def test_release_returns_job_without_an_attempt(redis_url: str) -> None:
+    queue = make_queue(redis_url)
+    queue.admit(job(1, "low"))
+    queue.admit(job(2, "low"))
+    claimed = queue.claim().job
+    assert claimed is not None and claimed.id == "job-1"
+    assert queue.release(claimed)
+    status = queue.status("job-1")
+    assert status is not None and (status.state, status.attemptsMade) == ("waiting", 0)
+    # It keeps its place at the head of its priority.
+    assert queue.claim().job.id == "job-1"  # type: ignore[union-attr]
+
+
+def test_retention_keeps_memory_bounded(redis_url: str, rdb: redis.Redis) -> None:
+    queue = make_queue(redis_url, PREVIEW_QUEUE_MAX="1000", PREVIEW_KEEP_COMPLETED_COUNT="5",
+                       PREVIEW_KEEP_FAILED_COUNT="3", PREVIEW_KEEP_COMPLETED_SECONDS="3600")
+    for n in range(12):
+        queue.admit(job(n))
+        claimed = queue.claim().job
+        assert claimed is not None
+        if n % 2:
+            queue.fail(claimed, "boom", retryable=False)
+        else:
+            queue.complete(claimed)
+    counts = queue.counts()
+    assert (counts.completed, counts.failed, counts.total) == (5, 3, 8)
+    keys = QueueKeys("preview-jobs")
+    assert len(rdb.keys(keys.job_prefix + "*")) == 8
+    # The newest are the ones kept.
+    assert queue.status("job-10") is not None and queue.status("job-0") is None
+    assert queue.status("job-11") is not None and queue.status("job-1") is None
+
+
+def test_retention_by_age(redis_url: str) -> None:
+    queue = make_queue(redis_url, PREVIEW_KEEP_COMPLETED_SECONDS="1")
+    queue.admit(job(1))
+    queue.complete(queue.claim().job)  # type: ignore[arg-type]
+    time.sleep(1.1)
+    queue.admit(job(2))
+    queue.complete(queue.claim().job)  # type: ignore[arg-type]
+    assert queue.status("job-1") is None
+    assert queue.counts().completed == 1
+
+
+def test_every_key_shares_one_hash_tag(redis_url: str, rdb: redis.Redis) -> None:
+    queue = make_queue(redis_url, PREVIEW_QUEUE_NAME="tagged", PREVIEW_BACKOFF_MS="60000")
+    for n in range(3):
+        queue.admit(job(n))
+    a, b = queue.claim().job, queue.claim().job
+    assert a and b
+    queue.fail(a, "later", retryable=True)
+    queue.record_worker("w1")
+    keys = rdb.keys("*")
+    # Redis Cluster hashes only the text between the first { and }: one tag, one slot.
+    assert len(keys) >= 6 and all(key.startswith("pq:{tagged}:") for key in keys)
+
+
+def test_idle_worker_wakes_on_admission(redis_url: str) -> None:
+    queue = make_queue(redis_url)
+    assert queue.claim().job is None
+    woke: list[float] = []
+
+    def waiter() -> None:
+        start = time.monotonic()
+        woke.append(queue.wait_for_work(5) and time.monotonic() - start)
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    time.sleep(0.2)
+    queue.admit(job(1))
+    thread.join(5)
+    assert woke and woke[0] and woke[0] < 1.0
+    assert queue.claim().job is not None
+
+
+def test_worker_heartbeats_are_counted(redis_url: str) -> None:
+    queue = make_queue(redis_url)
+    now = int(time.time() * 1000)
+    assert queue.workers_seen(now - 1000) == (0, None)
+    queue.record_worker("w1")
+    count, last = queue.workers_seen(now - 1000)
+    assert count == 1 and last is not None and last >= now
+    queue.forget_worker("w1")
+    assert queue.workers_seen(now - 1000)[0] == 0
+
+
+def test_oldest_waiting_looks_at_every_priority(redis_url: str) -> None:
+    queue = make_queue(redis_url)
+    queue.admit(job("old", "low"))
+    time.sleep(0.05)
+    queue.admit(job("new", "high"))
+    oldest = queue.oldest_waiting_ms()
+    assert oldest == int(queue.job_fields("job-old", "createdAt")["createdAt"] or 0)
