@@ -1,0 +1,62 @@
+"""Metrics by their SPEC names, in Prometheus and as CloudWatch EMF inside Lambda."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shared import observability
+from tests.handlers import invoke_fixture
+
+
+def sample(name: str, **labels: str) -> float:
+    value = observability.REGISTRY.get_sample_value(name, labels)
+    return value or 0.0
+
+
+def test_every_request_is_counted_by_route_and_status(redis_url: str) -> None:
+    before_ok = sample("preview_requests_total", route="POST /api/preview/job", status="202")
+    before_bad = sample("preview_requests_total", route="POST /api/preview/job", status="400")
+    invoke_fixture("enqueue_job", "minimal")
+    invoke_fixture("enqueue_job", "not-json")
+    assert sample("preview_requests_total", route="POST /api/preview/job", status="202") == before_ok + 1
+    assert sample("preview_requests_total", route="POST /api/preview/job", status="400") == before_bad + 1
+
+
+def test_spec_metric_names_are_exported() -> None:
+    observability.record_job("completed", 1.5)
+    observability.record_failure("render")
+    text = observability.prometheus_text().decode()
+    for name in ("preview_requests_total", "preview_failures_total", "preview_worker_job_outcomes_total",
+                 "preview_worker_job_duration_seconds_bucket", "preview_queue_jobs"):
+        assert name in text
+
+
+def test_emf_lines_inside_lambda(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "enqueue")
+    monkeypatch.setenv("AWS_EXECUTION_ENV", "AWS_Lambda_python3.12")
+    observability.record_request("POST /api/preview/job", 202)
+    observability.record_job("failed", 2.0)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    emf = [line for line in lines if "_aws" in line]
+    names = {m["Name"] for line in emf for d in line["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]}
+    assert {"preview_requests_total", "preview_worker_job_outcomes_total",
+            "preview_worker_job_duration_seconds"} <= names
+    request = next(line for line in emf if "preview_requests_total" in line)
+    assert request["route"] == "POST /api/preview/job" and request["status"] == "202"
+    assert request["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "PreviewService"
+
+
+def test_no_emf_outside_lambda(capsys: pytest.CaptureFixture[str]) -> None:
+    observability.record_request("GET /x", 200)
+    assert "_aws" not in capsys.readouterr().out
+
+
+def test_logs_carry_request_and_job_ids(redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    invoke_fixture("enqueue_job", "success")
+    logs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    admitted = next(line for line in logs if line.get("message") == "job admitted")
+    assert admitted["jobId"] == "preview-job-0002"
+    assert admitted["correlation_id"] == "Jm5nWhE0IAMEV1Q="
+    assert admitted["function_name"] == "enqueue_job"

@@ -1,0 +1,81 @@
+"""The SAM template: clean under cfn-lint, and consistent with the code and fixtures."""
+
+from __future__ import annotations
+
+import importlib
+import re
+
+import pytest
+from cfnlint.api import lint_all
+from cfnlint.decode import decode
+
+from shared.settings import Settings
+from tests.conftest import EVENTS, ROOT
+
+pytestmark = pytest.mark.usefixtures("no_sockets")
+
+TEMPLATE = ROOT / "template.yaml"
+SPEC_VARIABLES = {"REDIS_URL", "PREVIEW_QUEUE_NAME", "PREVIEW_WORKER_CONCURRENCY", "PREVIEW_QUEUE_MAX", "DATA_DIR"}
+
+
+def load() -> dict:
+    template, matches = decode(str(TEMPLATE))
+    assert not matches, matches
+    return template
+
+
+def functions(template: dict) -> dict[str, dict]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == "AWS::Serverless::Function"}
+
+
+def test_cfn_lint_is_clean() -> None:
+    # Errors and warnings fail, as on the cfn-lint command line; informational hints do not.
+    problems = [m for m in lint_all(TEMPLATE.read_text()) if m.rule.id[0] in "EW"]
+    assert problems == []
+
+
+def test_every_function_handler_imports_and_has_fixtures() -> None:
+    template = load()
+    for logical_id, resource in functions(template).items():
+        handler = resource["Properties"]["Handler"]
+        module, _, attr = handler.rpartition(".")
+        assert callable(getattr(importlib.import_module(module), attr)), logical_id
+        folder = module.split(".")[1]
+        assert list((EVENTS / folder).glob("*.json")), f"{folder} has no fixtures"
+
+
+def test_routes_match_the_spec() -> None:
+    routes = set()
+    for resource in functions(load()).values():
+        for event in resource["Properties"].get("Events", {}).values():
+            if event["Type"] == "HttpApi":
+                routes.add((event["Properties"]["Method"], event["Properties"]["Path"]))
+    assert routes == {
+        ("POST", "/api/preview/job"),
+        ("GET", "/api/preview/job/{jobId}/status"),
+        ("GET", "/api/preview/job/{jobId}/artifact"),
+        ("GET", "/api/preview/queue/metrics"),
+        ("GET", "/api/preview/worker/health"),
+    }
+
+
+def test_globals_carry_the_spec_variables_and_only_known_ones() -> None:
+    template = load()
+    variables = set(template["Globals"]["Function"]["Environment"]["Variables"])
+    assert SPEC_VARIABLES <= variables
+    known = {f.alias for f in Settings.model_fields.values()} | {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"}
+    for resource in functions(template).values():
+        own = resource["Properties"].get("Environment", {}).get("Variables", {})
+        assert set(own) | variables <= known
+    assert template["Globals"]["Function"]["Runtime"] == "python3.12"
+
+
+def test_schedules_are_valid_expressions() -> None:
+    schedules = {
+        logical_id: event["Properties"]["Schedule"]
+        for logical_id, resource in functions(load()).items()
+        for event in resource["Properties"].get("Events", {}).values()
+        if event["Type"] == "Schedule"
+    }
+    assert schedules["HealthProbeFunction"] == "rate(5 minutes)"
+    assert all(re.fullmatch(r"rate\(\d+ (minute|minutes|hour|hours|day|days)\)|cron\(.+\)", s) for s in schedules.values())

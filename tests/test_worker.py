@@ -1,0 +1,257 @@
+"""The worker's queue semantics with controlled renders: retries and dead letters, leases
+that outlive a render holding the CPU, Lambda time budgets, graceful shutdown."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared import observability, service
+from shared.errors import InvalidAsset, TransientRenderError
+from shared.settings import Settings, get_settings
+from shared.worker import Worker
+
+
+class FolderStore:
+    """A store that keeps what was published, to count artifact sets."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, str, list[str]]] = []
+
+    def publish(self, project_id: str, job_id: str, src_dir: Path) -> dict[str, Any]:
+        self.published.append((project_id, job_id, sorted(p.name for p in src_dir.iterdir())))
+        return {}
+
+
+def configure(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    service.reset_queues()
+    return get_settings()
+
+
+def payload(n: int | str = 1, **extra: Any) -> dict[str, Any]:
+    return {"jobId": f"job-{n}", "projectId": "proj-1", "requestId": f"req-{n}", "dryRun": False,
+            "previewRequest": {"steps": [{"title": "one", "durationSec": 2}], "assets": [], "audio": {}}, **extra}
+
+
+def write_file(payload: dict[str, Any], out: Path, settings: Settings, progress: Any) -> None:
+    for pct in (10, 50, 100):
+        if progress:
+            progress(pct)
+    (out / "preview.json").write_text("{}")
+
+
+def make_worker(settings: Settings, render: Any = write_file, store: Any = None) -> tuple[Worker, Any]:
+    store = store or FolderStore()
+    return Worker(settings, service.get_queue(settings), store, render=render), store
+
+
+def outcome_count(outcome: str) -> float:
+    return observability.REGISTRY.get_sample_value("preview_worker_job_outcomes_total", {"outcome": outcome}) or 0
+
+
+def test_completed_job_is_published_once(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = configure(monkeypatch)
+    service.get_queue().admit(payload())
+    worker, store = make_worker(settings)
+    before = outcome_count("completed")
+    assert worker.run_until_idle()["processed"] == 1
+    status = service.get_queue().status("job-1")
+    assert status is not None and (status.state, status.progress, status.attemptsMade) == ("completed", 100, 1)
+    assert store.published == [("proj-1", "job-1", ["preview.json"])]
+    assert outcome_count("completed") == before + 1
+
+
+def test_failing_render_retries_with_backoff_then_dead_letters(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = configure(monkeypatch, PREVIEW_BACKOFF_MS="100", PREVIEW_JOB_ATTEMPTS="3")
+    calls: list[float] = []
+
+    def flaky(*args: Any) -> None:
+        calls.append(time.monotonic())
+        raise TransientRenderError("S3 timed out fetching asset 'img-1'")
+
+    service.get_queue().admit(payload())
+    worker, store = make_worker(settings, render=flaky)
+    deadline = time.monotonic() + 10
+    while len(calls) < 3 and time.monotonic() < deadline:
+        worker.run_until_idle()
+        time.sleep(0.02)
+    status = service.get_queue().status("job-1")
+    assert status is not None and status.state == "failed"
+    assert (status.attemptsMade, status.failedReason) == (3, "S3 timed out fetching asset 'img-1'")
+    # Backoff grows: ~100 ms then ~200 ms (with ±20 % jitter).
+    gaps = [b - a for a, b in zip(calls, calls[1:], strict=False)]
+    assert gaps[0] >= 0.08 and gaps[1] >= 0.16 and gaps[1] > gaps[0] * 1.2
+    assert worker.outcomes["retried"] == 2 and worker.outcomes["failed"] == 1
+    assert store.published == []
+    assert "Traceback" in (service.get_queue().job_fields("job-1", "stacktrace")["stacktrace"] or "")
+
+
+def test_unexpected_exception_is_retried_with_its_type(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = configure(monkeypatch, PREVIEW_JOB_ATTEMPTS="1")
+
+    def broken(*args: Any) -> None:
+        raise ZeroDivisionError("division by zero")
+
+    service.get_queue().admit(payload())
+    worker, _ = make_worker(settings, render=broken)
+    worker.run_until_idle()
+    status = service.get_queue().status("job-1")
+    assert status is not None and status.failedReason == "ZeroDivisionError: division by zero"
+
+
+def test_invalid_asset_fails_at_once(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = configure(monkeypatch, PREVIEW_BACKOFF_MS="10")
+
+    def bad_asset(*args: Any) -> None:
+        raise InvalidAsset("asset 'img-1' is not a decodable image")
+
+    service.get_queue().admit(payload())
+    worker, _ = make_worker(settings, render=bad_asset)
+    before = outcome_count("invalid")
+    worker.run_until_idle()
+    status = service.get_queue().status("job-1")
+    assert status is not None and (status.state, status.attemptsMade) == ("failed", 1)
+    assert status.failedReason == "asset 'img-1' is not a decodable image"
+    assert outcome_count("invalid") == before + 1
+
+
+def test_payload_invalid_under_current_config_fails_at_once(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a job admitted while its bucket was allowed, and a worker whose config no longer allows it
+    settings = configure(monkeypatch, PREVIEW_ASSET_BUCKETS="old-bucket")
+    doc = payload()
+    doc["previewRequest"]["assets"] = [{"id": "a", "type": "image", "uri": "s3://old-bucket/a.png"}]
+    service.get_queue().admit(doc)
+    settings = configure(monkeypatch, PREVIEW_ASSET_BUCKETS="new-bucket")
+    worker, _ = make_worker(settings)
+    worker.run_until_idle()
+    status = service.get_queue().status("job-1")
+    assert status is not None and status.state == "failed"
+    assert "not an allowed asset bucket" in (status.failedReason or "")
+
+
+def test_render_longer_than_the_lease_is_not_rerun(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = configure(monkeypatch, PREVIEW_LEASE_MS="1000")
+    runs: list[str] = []
+
+    def cpu_hog(doc: dict[str, Any], out: Path, s: Settings, progress: Any) -> None:
+        # Pure-Python work holds the GIL for 3 lease lengths; the heartbeat thread must still run.
+        runs.append(doc["jobId"])
+        end = time.monotonic() + 3.0
+        n = 0
+        while time.monotonic() < end:
+            n += sum(i * i for i in range(2000))
+        (out / "preview.json").write_text(str(n))
+
+    service.get_queue().admit(payload())
+    worker, store = make_worker(settings, render=cpu_hog)
+    runner = threading.Thread(target=worker.run_until_idle)
+    runner.start()
+    # While it renders, a second worker keeps looking for stalled jobs and work to claim.
+    rival, _ = make_worker(settings)
+    deadline = time.monotonic() + 5
+    while not runs and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stolen = []
+    while runner.is_alive():
+        rival.maintain()
+        claim = rival.queue.claim().job
+        if claim is not None:
+            stolen.append(claim.id)
+        time.sleep(0.1)
+    runner.join()
+    assert stolen == []
+    status = service.get_queue().status("job-1")
+    assert status is not None and (status.state, status.attemptsMade) == ("completed", 1)
+    assert runs == ["job-1"] and len(store.published) == 1
+
+
+def test_lambda_budget_never_starts_a_job_it_cannot_finish(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = configure(monkeypatch, PREVIEW_RENDER_MS_PER_VIDEO_SECOND="1000")
+    service.get_queue().admit(payload(1))
+    service.get_queue().admit(payload(2))
+    worker, store = make_worker(settings)
+    remaining = iter([60_000, 5_000])  # plenty for the first job, too little for the second
+    summary = worker.run_until_idle(remaining_ms=lambda: next(remaining))
+    assert summary["processed"] == 1 and summary["outcomes"]["deferred"] == 1
+    second = service.get_queue().status("job-2")
+    assert second is not None and (second.state, second.attemptsMade) == ("waiting", 0)
+
+
+def test_lost_lease_stops_the_render_and_keeps_the_new_owner(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = configure(monkeypatch, PREVIEW_LEASE_MS="1000")
+    queue = service.get_queue()
+    queue.admit(payload())
+    stolen = threading.Event()
+
+    def slow(doc: dict[str, Any], out: Path, s: Settings, progress: Any) -> None:
+        # Simulate a partition: the lease is taken over by someone else mid-render.
+        queue.redis.zadd(queue.keys.active, {"job-1": 0})
+        queue.recover_stalled()
+        stolen.set()
+        for pct in range(100):
+            time.sleep(0.05)
+            progress(pct)
+
+    worker, store = make_worker(settings, render=slow)
+    assert worker.run_until_idle(max_jobs=1)["outcomes"] == {"lost": 1}
+    assert stolen.is_set() and store.published == []
+    status = queue.status("job-1")
+    assert status is not None and (status.state, status.attemptsMade) == ("waiting", 1)
+
+
+def test_shutdown_hands_back_a_job_after_the_grace_period(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = configure(monkeypatch, PREVIEW_SHUTDOWN_GRACE_SECONDS="0")
+    started = threading.Event()
+
+    def endless(doc: dict[str, Any], out: Path, s: Settings, progress: Any) -> None:
+        started.set()
+        while True:
+            time.sleep(0.05)
+            progress(1)
+
+    service.get_queue().admit(payload())
+    worker, _ = make_worker(settings, render=endless)
+    runner = threading.Thread(target=worker.run_forever, kwargs={"concurrency": 2})
+    runner.start()
+    assert started.wait(5)
+    worker.stop()
+    runner.join(10)
+    assert not runner.is_alive()
+    status = service.get_queue().status("job-1")
+    assert status is not None and (status.state, status.attemptsMade) == ("waiting", 0)
+    assert worker.outcomes["released"] == 1
+
+
+def test_long_running_worker_drains_the_queue_concurrently(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = configure(monkeypatch, PREVIEW_QUEUE_MAX="100")
+    active = {"now": 0, "max": 0}
+    lock = threading.Lock()
+
+    def tracked(doc: dict[str, Any], out: Path, s: Settings, progress: Any) -> None:
+        with lock:
+            active["now"] += 1
+            active["max"] = max(active["max"], active["now"])
+        time.sleep(0.1)
+        with lock:
+            active["now"] -= 1
+        (out / "preview.json").write_text("{}")
+
+    for n in range(12):
+        service.get_queue().admit(payload(n))
+    worker, store = make_worker(settings, render=tracked)
+    runner = threading.Thread(target=worker.run_forever, kwargs={"concurrency": 3})
+    runner.start()
+    deadline = time.monotonic() + 10
+    while service.get_queue().counts().completed < 12 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    worker.stop()
+    runner.join(10)
+    assert service.get_queue().counts().completed == 12
+    assert active["max"] == 3 and len(store.published) == 12
