@@ -105,7 +105,8 @@ class Settings(BaseModel):
         except ValidationError as exc:
             first = exc.errors()[0]
             variable = str(first["loc"][0]) if first["loc"] else "configuration"
-            shown = "<hidden>" if variable in {"PREVIEW_URL_SECRET", "PREVIEW_API_KEY", "REDIS_URL"} else repr(values.get(variable))
+            secret = variable in {"PREVIEW_URL_SECRET", "PREVIEW_API_KEY", "REDIS_URL"}
+            shown = "<hidden>" if secret else repr(values.get(variable))
             raise ConfigError(f"invalid configuration: {variable}={shown}: {first['msg']}") from None
 
 

@@ -4,6 +4,7 @@ left) or as a long-running process with several jobs at a time."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -196,10 +197,8 @@ class Worker:
             self.abort_event.set()
             for thread in threads:
                 thread.join(30)
-        try:
+        with contextlib.suppress(StoreUnavailable):
             self.queue.forget_worker(self.worker_id)
-        except StoreUnavailable:
-            pass
         logger.info("worker stopped", extra={"workerId": self.worker_id, "outcomes": dict(self.outcomes)})
 
     def stop(self) -> None:

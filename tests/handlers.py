@@ -31,6 +31,7 @@ def body(response: dict[str, Any]) -> Any:
 
 def run_worker_until_idle() -> dict[str, Any]:
     from shared.artifacts import get_store
+
     from shared.worker import Worker
 
     settings = get_settings()
