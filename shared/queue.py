@@ -129,14 +129,14 @@ class JobQueue:
 
     def status(self, job_id: str) -> JobStatus | None:
         with redis_errors():
-            fields = self.redis.hgetall(self.keys.job(job_id))
+            fields: dict[str, str] = self.redis.hgetall(self.keys.job(job_id))  # type: ignore[assignment]
         if not fields or "state" not in fields:
             return None
         return JobStatus.from_hash(fields)
 
     def job_fields(self, job_id: str, *names: str) -> dict[str, str | None]:
         with redis_errors():
-            values = self.redis.hmget(self.keys.job(job_id), list(names))
+            values: list[str | None] = self.redis.hmget(self.keys.job(job_id), list(names))  # type: ignore[assignment]
         return dict(zip(names, values, strict=True))
 
     def counts(self) -> QueueCounts:

@@ -16,7 +16,7 @@ app = make_resolver()
 @app.post("/api/preview/job")
 def enqueue_job() -> Response:
     event = app.current_event
-    status, body = service.enqueue(event.body, event.is_base64_encoded, base_url(app, get_settings().public_url))
+    status, body = service.enqueue(event.body, bool(event.is_base64_encoded), base_url(app, get_settings().public_url))
     headers = {"Location": body.statusUrl} if status == 202 else {}
     return json_response(status, body, headers)
 
