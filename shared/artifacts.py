@@ -1,0 +1,381 @@
+"""Artifact stores: where finished previews live and how clients get a URL for them.
+
+Layout (both stores): `previews/{projectId}/{jobId}/<files>`, with `container.json` listing
+every other file. container.json is the commit marker: it exists only once the whole set is
+in place, so a reader that finds it can trust every file it names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from shared.errors import RenderError, StoreUnavailable, TransientRenderError
+from shared.settings import Settings
+
+MANIFEST = "container.json"
+PREFIX = "previews"
+# same rule as the payload ids: no '/', no leading '.', so no path or key injection
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
+CONTENT_TYPES = {
+    ".mp4": "video/mp4",
+    ".webm": "video/webm",
+    ".gif": "image/gif",
+    ".png": "image/png",
+    ".vtt": "text/vtt",
+    ".json": "application/json",
+}
+# render outputs, used to clean up an S3 job folder whose manifest is gone
+_KNOWN_NAMES = ("preview.mp4", "preview.webm", "preview.gif", "poster.png", "captions.vtt", "preview.json")
+
+
+class ArtifactStore(Protocol):
+    def publish(self, project_id: str, job_id: str, src_dir: Path) -> dict[str, Any]: ...
+
+    def read_manifest(self, project_id: str, job_id: str) -> dict[str, Any] | None: ...
+
+    def signed_url(self, project_id: str, job_id: str, name: str, ttl_seconds: int,
+                   base_url: str | None) -> tuple[str, datetime]: ...
+
+    def delete(self, project_id: str, job_id: str) -> None: ...
+
+
+def content_type(name: str) -> str:
+    return CONTENT_TYPES.get(Path(name).suffix.lower(), "application/octet-stream")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def describe_files(directory: Path, names: list[str] | None = None) -> list[dict[str, Any]]:
+    """name, bytes, contentType, sha256 of each file (default: every regular file except the
+    manifest), sorted by name."""
+    if names is None:
+        names = [p.name for p in directory.iterdir() if p.is_file() and p.name != MANIFEST]
+    entries = []
+    for name in sorted(names):
+        path = directory / name
+        entries.append({
+            "name": name,
+            "bytes": path.stat().st_size,
+            "contentType": content_type(name),
+            "sha256": sha256_file(path),
+        })
+    return entries
+
+
+def build_manifest(project_id: str, job_id: str, files: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"jobId": job_id, "projectId": project_id, "files": files}
+
+
+def manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    return (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _check_name(value: str, what: str) -> str:
+    if not isinstance(value, str) or not _SAFE_NAME.match(value):
+        raise ValueError(f"invalid {what}: {value!r}")
+    return value
+
+
+def _source_manifest(project_id: str, job_id: str, src_dir: Path) -> tuple[dict[str, Any], bytes]:
+    """The manifest to publish: src_dir's container.json as is, or one built from its files."""
+    path = src_dir / MANIFEST
+    if path.is_file():
+        raw = path.read_bytes()
+        manifest = json.loads(raw)
+    else:
+        manifest = build_manifest(project_id, job_id, describe_files(src_dir))
+        raw = manifest_bytes(manifest)
+    for entry in manifest["files"]:
+        name = _check_name(entry["name"], "artifact name")
+        size = (src_dir / name).stat().st_size
+        if size != entry["bytes"]:
+            raise RenderError(f"{name} is {size} bytes but the manifest says {entry['bytes']}")
+    return manifest, raw
+
+
+# --------------------------------------------------------------------------- local folder
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _copy_synced(src: Path, dst: Path) -> None:
+    with src.open("rb") as reader, dst.open("wb") as writer:
+        shutil.copyfileobj(reader, writer, 1 << 20)
+        writer.flush()
+        os.fsync(writer.fileno())
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with path.open("wb") as writer:
+        writer.write(data)
+        writer.flush()
+        os.fsync(writer.fileno())
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock: two workers publishing the same job (at-least-once delivery)
+    take turns at the rename step instead of tripping over each other's directories."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+class LocalStore:
+    """Artifacts under `DATA_DIR/previews`, served by the emulator through signed URLs."""
+
+    def __init__(self, data_dir: Path, url_secret: str = "") -> None:
+        self.data_dir = Path(data_dir)
+        self.root = self.data_dir / PREFIX
+        self._secret = url_secret.encode("utf-8") if url_secret else None
+
+    def job_dir(self, project_id: str, job_id: str) -> Path:
+        return self.root / _check_name(project_id, "projectId") / _check_name(job_id, "jobId")
+
+    def publish(self, project_id: str, job_id: str, src_dir: Path) -> dict[str, Any]:
+        final = self.job_dir(project_id, job_id)
+        manifest, raw = _source_manifest(project_id, job_id, Path(src_dir))
+        project_dir = final.parent
+        project_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".tmp-{job_id}-", dir=project_dir))
+        try:
+            for entry in manifest["files"]:
+                _copy_synced(Path(src_dir) / entry["name"], staging / entry["name"])
+            _write_synced(staging / MANIFEST, raw)
+            os.chmod(staging, 0o755)  # mkdtemp makes it 0700; the set should read like any folder
+            _fsync_dir(staging)
+            old: Path | None = None
+            with _locked(project_dir / ".lock"):
+                if final.exists():
+                    old = project_dir / f".old-{job_id}-{uuid.uuid4().hex}"
+                    os.rename(final, old)
+                os.rename(staging, final)
+                _fsync_dir(project_dir)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return manifest
+
+    def read_manifest(self, project_id: str, job_id: str) -> dict[str, Any] | None:
+        try:
+            raw = (self.job_dir(project_id, job_id) / MANIFEST).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        result: dict[str, Any] = json.loads(raw)
+        return result
+
+    def delete(self, project_id: str, job_id: str) -> None:
+        final = self.job_dir(project_id, job_id)
+        if not final.parent.is_dir():
+            return
+        doomed = final.parent / f".del-{job_id}-{uuid.uuid4().hex}"
+        with _locked(final.parent / ".lock"):
+            try:
+                os.rename(final, doomed)  # disappears in one step; removal can then take its time
+            except FileNotFoundError:
+                return
+        shutil.rmtree(doomed, ignore_errors=True)
+
+    # -- signed URLs
+
+    def _secret_bytes(self) -> bytes:
+        if self._secret is None:
+            self._secret = _load_or_create_secret(self.data_dir / ".url-secret")
+        return self._secret
+
+    def _signature(self, path: str, expires: int) -> str:
+        return hmac.new(self._secret_bytes(), f"{path}\n{expires}".encode(), hashlib.sha256).hexdigest()
+
+    def signed_url(self, project_id: str, job_id: str, name: str, ttl_seconds: int,
+                   base_url: str | None) -> tuple[str, datetime]:
+        path = f"{PREFIX}/{_check_name(project_id, 'projectId')}/{_check_name(job_id, 'jobId')}/" \
+               f"{_check_name(name, 'artifact name')}"
+        expires = int(time.time()) + int(ttl_seconds)
+        url = f"{(base_url or '').rstrip('/')}/artifacts/{quote(path)}?expires={expires}" \
+              f"&sig={self._signature(path, expires)}"
+        return url, datetime.fromtimestamp(expires, tz=UTC)
+
+    def verify(self, path: str, expires: str | int, sig: str, now: float | None = None) -> Path | None:
+        """The file a signed URL grants, or None when the signature is wrong, the URL has
+        expired or the path does not name a file inside the previews folder. `path` is the URL
+        path, with or without the leading `/artifacts/`."""
+        relative = path.lstrip("/")
+        relative = relative.removeprefix("artifacts/")
+        parts = relative.split("/")
+        if len(parts) != 4 or parts[0] != PREFIX or not all(_SAFE_NAME.match(p) for p in parts[1:]):
+            return None
+        try:
+            expires_at = int(expires)
+        except (TypeError, ValueError):
+            return None
+        if expires_at < (time.time() if now is None else now):
+            return None
+        expected = self._signature(relative, expires_at).encode()
+        if not hmac.compare_digest(expected, str(sig).lower().encode("utf-8", "replace")):
+            return None
+        root = self.root.resolve()
+        try:
+            target = root.joinpath(*parts[1:]).resolve(strict=True)
+        except (OSError, RuntimeError):
+            return None
+        if not target.is_relative_to(root) or not target.is_file():
+            return None
+        return target
+
+
+def _load_or_create_secret(path: Path) -> bytes:
+    """Read the persisted URL secret, creating it once. Written to a private temp file then
+    hard-linked into place: link() fails if another process got there first, and nobody ever
+    reads a half-written secret."""
+    try:
+        existing = path.read_bytes().strip()
+        if existing:
+            return existing
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(secrets.token_hex(32).encode())
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
+    return path.read_bytes().strip()
+
+
+# --------------------------------------------------------------------------- S3
+
+
+class S3Store:
+    """Artifacts in an S3 bucket, fetched through presigned URLs. Errors while publishing are
+    render errors (the worker retries them); errors while reading are `StoreUnavailable` (503)."""
+
+    def __init__(self, bucket: str, client: Any | None = None) -> None:
+        self.bucket = bucket
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from shared.render.s3 import make_s3_client
+
+            self._client = make_s3_client()
+        return self._client
+
+    def key(self, project_id: str, job_id: str, name: str) -> str:
+        return f"{PREFIX}/{_check_name(project_id, 'projectId')}/{_check_name(job_id, 'jobId')}/" \
+               f"{_check_name(name, 'artifact name')}"
+
+    def publish(self, project_id: str, job_id: str, src_dir: Path) -> dict[str, Any]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from shared.render import s3
+
+        manifest, raw = _source_manifest(project_id, job_id, Path(src_dir))
+        try:
+            for entry in manifest["files"]:
+                with (Path(src_dir) / entry["name"]).open("rb") as body:
+                    self.client.put_object(Bucket=self.bucket, Key=self.key(project_id, job_id, entry["name"]),
+                                           Body=body, ContentType=entry["contentType"])
+            # last: its presence publishes the set
+            self.client.put_object(Bucket=self.bucket, Key=self.key(project_id, job_id, MANIFEST),
+                                   Body=raw, ContentType="application/json")
+        except (BotoCoreError, ClientError) as exc:
+            detail = s3.describe(exc)
+            if s3.classify(exc) == "transient":
+                raise TransientRenderError(f"artifact upload to s3://{self.bucket} failed: {detail}") from exc
+            # access denied, missing bucket: configuration, not the payload; retry may succeed
+            # once fixed, and the attempt limit bounds it
+            raise RenderError(f"artifact upload to s3://{self.bucket} failed: {detail}") from exc
+        return manifest
+
+    def read_manifest(self, project_id: str, job_id: str) -> dict[str, Any] | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from shared.render import s3
+
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self.key(project_id, job_id, MANIFEST))
+            with contextlib.closing(response["Body"]) as body:
+                raw = body.read()
+        except (BotoCoreError, ClientError) as exc:
+            if s3.classify(exc) == "missing":
+                return None
+            raise StoreUnavailable(f"artifact store unavailable: {s3.describe(exc)}") from exc
+        result: dict[str, Any] = json.loads(raw)
+        return result
+
+    def signed_url(self, project_id: str, job_id: str, name: str, ttl_seconds: int,
+                   base_url: str | None) -> tuple[str, datetime]:
+        """A presigned GET; `base_url` is irrelevant here (S3 serves the file itself)."""
+        from botocore.exceptions import BotoCoreError
+
+        del base_url
+        key = self.key(project_id, job_id, name)
+        expires_at = datetime.fromtimestamp(int(time.time()) + int(ttl_seconds), tz=UTC)
+        try:
+            url: str = self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=int(ttl_seconds))
+        except BotoCoreError as exc:
+            raise StoreUnavailable(f"cannot sign artifact URL: {exc}") from exc
+        return url, expires_at
+
+    def delete(self, project_id: str, job_id: str) -> None:
+        """Manifest first (unpublishes the set), then the files it lists. Needs no ListBucket
+        permission: the names come from the manifest, or the fixed render names without one."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        from shared.render import s3
+
+        manifest = self.read_manifest(project_id, job_id)
+        names = [entry["name"] for entry in manifest["files"]] if manifest else list(_KNOWN_NAMES)
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.key(project_id, job_id, MANIFEST))
+            self.client.delete_objects(Bucket=self.bucket, Delete={
+                "Objects": [{"Key": self.key(project_id, job_id, n)} for n in names], "Quiet": True})
+        except (BotoCoreError, ClientError) as exc:
+            raise StoreUnavailable(f"cannot delete artifacts: {s3.describe(exc)}") from exc
+
+
+def get_store(settings: Settings) -> ArtifactStore:
+    if settings.artifact_bucket:
+        return S3Store(settings.artifact_bucket)
+    return LocalStore(settings.data_dir, settings.url_secret)

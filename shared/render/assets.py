@@ -1,0 +1,202 @@
+"""Fetch asset bytes from the three allowed sources and decode images safely.
+
+Sources: `data:` URIs, `s3://bucket/key` in an allowed bucket, and relative paths inside the
+asset folder. Every refusal is an `InvalidAsset` naming the asset id; only S3 trouble that
+another attempt could fix is a `TransientRenderError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import math
+import os
+import re
+import stat
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from shared.errors import InvalidAsset, TransientRenderError
+from shared.render import s3
+from shared.render.plan import AssetRef
+from shared.settings import Settings
+
+MAX_ASSET_BYTES = 50 * 1024 * 1024
+# Far above any useful slide source (8K is 33 MP) yet below Pillow's own bomb threshold
+# (89 MP), so oversized images are refused here with a clear message.
+MAX_IMAGE_PIXELS = 40_000_000
+# Decoders Pillow may use: common web formats only, to keep the parsing surface small.
+IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP")
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+class AssetLoader:
+    """Loads the bytes of assets for one render. The S3 client is created on first use only."""
+
+    def __init__(self, settings: Settings, s3_client: Any | None = None) -> None:
+        self.settings = settings
+        self._s3_client = s3_client
+
+    def fetch(self, asset: AssetRef) -> bytes:
+        uri = asset.uri
+        if uri.startswith("data:"):
+            data = _decode_data_uri(asset)
+        elif uri.startswith("s3://"):
+            data = self._fetch_s3(asset)
+        elif _SCHEME.match(uri) or uri.startswith(("/", "\\")):
+            scheme = uri.split(":", 1)[0] if _SCHEME.match(uri) else "absolute path"
+            raise InvalidAsset(
+                f"asset {asset.id!r}: {scheme!r} is not allowed; use a data: URI, s3://bucket/key "
+                "or a relative path inside the asset folder")
+        else:
+            data = self._read_local(asset)
+        if len(data) > MAX_ASSET_BYTES:
+            raise InvalidAsset(f"asset {asset.id!r} is larger than {MAX_ASSET_BYTES // (1024 * 1024)} MB")
+        if not data:
+            raise InvalidAsset(f"asset {asset.id!r} is empty")
+        return data
+
+    def _client(self) -> Any:
+        if self._s3_client is None:
+            self._s3_client = s3.make_s3_client()
+        return self._s3_client
+
+    def _fetch_s3(self, asset: AssetRef) -> bytes:
+        bucket, key = s3.split_s3_uri(asset.uri)
+        if not bucket or not key:
+            raise InvalidAsset(f"asset {asset.id!r}: {asset.uri!r} is not of the form s3://bucket/key")
+        if bucket not in self.settings.allowed_asset_buckets:
+            raise InvalidAsset(f"asset {asset.id!r}: bucket {bucket!r} is not an allowed asset bucket")
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            response = self._client().get_object(Bucket=bucket, Key=key)
+            body = response["Body"]
+            try:
+                if int(response.get("ContentLength") or 0) > MAX_ASSET_BYTES:
+                    raise InvalidAsset(
+                        f"asset {asset.id!r} is larger than {MAX_ASSET_BYTES // (1024 * 1024)} MB")
+                data: bytes = body.read(MAX_ASSET_BYTES + 1)
+            finally:
+                body.close()
+        except (BotoCoreError, ClientError, OSError) as exc:
+            kind = s3.classify(exc)
+            detail = s3.describe(exc)
+            if kind == "transient":
+                raise TransientRenderError(
+                    f"asset {asset.id!r}: S3 temporarily unavailable ({detail})") from exc
+            if kind == "missing":
+                raise InvalidAsset(f"asset {asset.id!r}: s3://{bucket}/{key} does not exist") from exc
+            if kind == "denied":
+                raise InvalidAsset(f"asset {asset.id!r}: access to s3://{bucket}/{key} is denied") from exc
+            raise InvalidAsset(f"asset {asset.id!r}: cannot read s3://{bucket}/{key} ({detail})") from exc
+        return data
+
+    def _read_local(self, asset: AssetRef) -> bytes:
+        root = self.settings.assets_root
+        parts = PurePosixPath(asset.uri).parts
+        if not parts or ".." in parts:
+            raise InvalidAsset(f"asset {asset.id!r}: path {asset.uri!r} must stay inside the asset folder")
+        try:
+            # strict resolution follows every symlink, so the containment check below sees the
+            # real location, not the name the payload used
+            resolved = root.joinpath(*parts).resolve(strict=True)
+        except FileNotFoundError:
+            raise InvalidAsset(f"asset {asset.id!r}: file {asset.uri!r} not found in the asset folder") from None
+        except (OSError, RuntimeError) as exc:
+            raise InvalidAsset(f"asset {asset.id!r}: cannot resolve {asset.uri!r}: {exc}") from None
+        if not resolved.is_relative_to(root):
+            raise InvalidAsset(f"asset {asset.id!r}: path {asset.uri!r} escapes the asset folder")
+        return _read_regular_file(resolved, asset)
+
+
+def _read_regular_file(path: Path, asset: AssetRef) -> bytes:
+    # O_NOFOLLOW: if the final component was swapped for a symlink after resolving, refuse it;
+    # O_NONBLOCK: a FIFO planted in the folder must not hang the worker on open()
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise InvalidAsset(f"asset {asset.id!r}: cannot open {asset.uri!r}: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InvalidAsset(f"asset {asset.id!r}: {asset.uri!r} is not a regular file")
+        if info.st_size > MAX_ASSET_BYTES:
+            raise InvalidAsset(f"asset {asset.id!r} is larger than {MAX_ASSET_BYTES // (1024 * 1024)} MB")
+        with os.fdopen(fd, "rb") as handle:
+            fd = -1  # the file object owns it now
+            return handle.read(MAX_ASSET_BYTES + 1)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def _decode_data_uri(asset: AssetRef) -> bytes:
+    header, sep, payload = asset.uri[len("data:"):].partition(",")
+    if not sep:
+        raise InvalidAsset(f"asset {asset.id!r}: data: URI has no ',' before its data")
+    if len(payload) > MAX_ASSET_BYTES * 4 // 3 + 4:
+        raise InvalidAsset(f"asset {asset.id!r} is larger than {MAX_ASSET_BYTES // (1024 * 1024)} MB")
+    if header.lower().endswith(";base64"):
+        text = payload
+        if "%" in text:
+            text = unquote_to_bytes(text).decode("ascii", "replace")
+        text = "".join(text.split()).replace("-", "+").replace("_", "/")
+        text += "=" * (-len(text) % 4)
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidAsset(f"asset {asset.id!r}: data: URI is not valid base64") from None
+    return unquote_to_bytes(payload)
+
+
+def decode_image(data: bytes, asset_id: str, fit: tuple[int, int]) -> Image.Image:
+    """Decode to an RGB image no smaller than needed to fill `fit`; transparency goes onto black.
+
+    JPEGs are decoded at a reduced scale when far larger than the frame (libjpeg DCT scaling),
+    which is much cheaper than decoding at full size and resizing.
+    """
+    try:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as opened:
+            width, height = opened.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise InvalidAsset(
+                    f"asset {asset_id!r}: image is {width}x{height}, more than "
+                    f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels")
+            # either orientation may apply once EXIF rotation is honoured, so ask for a decode
+            # scale large enough for both
+            scale = max(min(fit[0] / width, fit[1] / height), min(fit[0] / height, fit[1] / width))
+            if scale < 1:
+                opened.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+            opened.load()
+            image = ImageOps.exif_transpose(opened)
+            return _to_rgb(image)
+    except InvalidAsset:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InvalidAsset(f"asset {asset_id!r}: image dimensions are too large (decompression bomb)") from None
+    except UnidentifiedImageError:
+        raise InvalidAsset(
+            f"asset {asset_id!r} is not a decodable image (supported: {', '.join(IMAGE_FORMATS)})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+        raise InvalidAsset(f"asset {asset_id!r}: image data is corrupt: {exc}") from None
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode == "P" and "transparency" in image.info)
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if image.mode.startswith("I"):
+        # 16-bit greyscale: scale into 8 bits instead of clipping nearly everything to white
+        image = image.convert("I").point(lambda v: v * (1 / 256)).convert("L")
+    # exif_transpose already returned a copy, detached from the closed file
+    return image if image.mode == "RGB" else image.convert("RGB")

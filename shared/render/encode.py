@@ -1,0 +1,169 @@
+"""Encode slides (and mixed audio) with PyAV.
+
+A slideshow has very few distinct pictures, so each step is encoded as ONE frame whose
+timestamp is the step start and whose duration is the step length (a variable-frame-rate
+stream on the `fps` grid), instead of re-encoding the same picture `fps` times a second. For
+MP4/WebM the last picture is repeated on the final frame slot so the stream's last timestamp
+(which some players use as the duration) lands within one frame of the real end.
+GIF stores a delay per frame natively, so each step is just one frame with its delay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+from av.video.reformatter import ColorRange, Colorspace
+from PIL import Image
+
+from shared.render.plan import AUDIO_RATE, RenderPlan
+
+# AVCOL_* values for BT.709 (primaries, transfer, matrix) and limited ("tv") range
+_BT709 = 1
+_RANGE_TV = 1
+
+_VIDEO_OPTIONS: dict[str, dict[str, str]] = {
+    # stillimage tuning suits flat UI screenshots and text; every step starts with a forced
+    # keyframe so seeking to any step is instant, and a handful of frames makes a slower preset
+    # than ultrafast affordable (smaller files, crisper text).
+    "libx264": {"preset": "veryfast", "tune": "stillimage", "crf": "20", "profile": "high"},
+    "libvpx-vp9": {
+        "deadline": "realtime", "cpu-used": "8", "row-mt": "1", "tile-columns": "2",
+        "crf": "30", "b": "0", "lag-in-frames": "0",
+    },
+    "gif": {},
+}
+_CONTAINER_OPTIONS: dict[str, dict[str, str]] = {
+    # faststart moves the index to the front so browsers can play while downloading;
+    # bitexact leaves out library version strings so identical input gives identical bytes
+    "mp4": {"movflags": "+faststart", "fflags": "+bitexact"},
+    "webm": {"fflags": "+bitexact"},
+    "gif": {"loop": "0"},
+}
+_AUDIO_BITRATE = {"aac": 128_000, "libopus": 96_000}
+GIF_TIME_BASE = Fraction(1, 100)  # GIF delays are in centiseconds
+
+
+def to_yuv(image: Image.Image) -> av.VideoFrame:
+    frame = av.VideoFrame.from_image(image)
+    return frame.reformat(format="yuv420p", dst_colorspace=Colorspace.ITU709, dst_color_range=ColorRange.MPEG)
+
+
+def to_pal8(image: Image.Image) -> av.VideoFrame:
+    """Quantise to a per-frame 256-colour palette (Pillow's octree is fast and good enough for
+    slides) and wrap it as a PAL8 frame for the GIF encoder."""
+    indexed = image.quantize(colors=256, method=Image.Quantize.FASTOCTREE)
+    palette = np.zeros((256, 4), np.uint8)
+    rgb = np.frombuffer(bytes(indexed.getpalette() or []), np.uint8).reshape(-1, 3)[:256]
+    palette[: len(rgb), 1:] = rgb
+    palette[:, 0] = 255  # ARGB: opaque
+    return av.VideoFrame.from_ndarray((np.asarray(indexed), palette), format="pal8")
+
+
+class PreviewEncoder:
+    """Writes one preview file. Call `add_step` in timeline order, `add_audio` to keep the audio
+    up to date, then `finish` (or `abort` on failure)."""
+
+    def __init__(self, path: Path, plan: RenderPlan, with_audio: bool) -> None:
+        self.plan = plan
+        spec = plan.spec
+        self.is_gif = spec.name == "gif"
+        self.container: Any = av.open(str(path), mode="w", format=spec.name,
+                                      options=_CONTAINER_OPTIONS[spec.name])
+        try:
+            self.video = self._add_video(spec.video_encoder)
+            self.audio = self._add_audio(spec.audio_encoder) if with_audio and spec.audio_encoder else None
+        except BaseException:
+            self.container.close()
+            raise
+        self._durations: dict[int, int] = {}
+        self._samples_written = 0
+
+    def _add_video(self, encoder: str) -> Any:
+        plan = self.plan
+        if self.is_gif:
+            stream = self.container.add_stream(encoder, rate=100)
+            stream.pix_fmt = "pal8"
+            stream.codec_context.time_base = GIF_TIME_BASE
+        else:
+            stream = self.container.add_stream(encoder, rate=plan.fps, options=dict(_VIDEO_OPTIONS[encoder]))
+            stream.pix_fmt = "yuv420p"
+            ctx = stream.codec_context
+            ctx.time_base = Fraction(1, plan.fps)
+            ctx.max_b_frames = 0  # no reordering: pts map 1:1 to the durations we assign
+            ctx.color_primaries = _BT709
+            ctx.color_trc = _BT709
+            ctx.colorspace = _BT709
+            ctx.color_range = _RANGE_TV
+        stream.width = plan.width
+        stream.height = plan.height
+        return stream
+
+    def _add_audio(self, encoder: str) -> Any:
+        stream = self.container.add_stream(encoder, rate=AUDIO_RATE, layout="stereo")
+        stream.bit_rate = _AUDIO_BITRATE.get(encoder, 128_000)
+        return stream
+
+    def _ticks(self, frame_index: int) -> int:
+        """A frame-grid position in the video codec's time base."""
+        if self.is_gif:
+            fps = self.plan.fps
+            return (frame_index * 200 + fps) // (2 * fps)
+        return frame_index
+
+    def add_step(self, image: Image.Image, start_frame: int, end_frame: int, is_last: bool) -> None:
+        start, end = self._ticks(start_frame), self._ticks(end_frame)
+        if end <= start:
+            return  # shorter than one frame at this fps: nothing can show it
+        if self.is_gif:
+            self._encode_video(to_pal8(image), start, end - start, key=True)
+            return
+        repeat = is_last and end - start > 1
+        self._encode_video(to_yuv(image), start, end - start - (1 if repeat else 0), key=True)
+        if repeat:
+            self._encode_video(to_yuv(image), end - 1, 1, key=False)
+
+    def _encode_video(self, frame: av.VideoFrame, pts: int, duration: int, key: bool) -> None:
+        frame.pts = pts
+        frame.time_base = self.video.codec_context.time_base
+        if key:
+            frame.pict_type = av.video.frame.PictureType.I
+        self._durations[pts] = duration
+        self._mux(self.video.encode(frame))
+
+    def add_audio(self, samples: np.ndarray) -> None:
+        """Append interleaved stereo float32 samples (shape (n, 2)) at 48 kHz."""
+        if self.audio is None or not len(samples):
+            return
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(samples, np.float32).reshape(1, -1), format="flt", layout="stereo")
+        frame.sample_rate = AUDIO_RATE
+        frame.pts = self._samples_written
+        frame.time_base = Fraction(1, AUDIO_RATE)
+        self._samples_written += len(samples)
+        self._mux(self.audio.encode(frame))
+
+    def _mux(self, packets: list[Any]) -> None:
+        for packet in packets:
+            if packet.stream.index == self.video.index:
+                # encoders leave the duration of a VFR frame unset; the muxer needs it for the
+                # last sample (MP4 sample table, GIF delay, Matroska block duration)
+                duration = self._durations.get(packet.pts) if packet.pts is not None else None
+                if duration:
+                    packet.duration = duration
+            self.container.mux(packet)
+
+    def finish(self) -> None:
+        self._mux(self.video.encode(None))
+        if self.audio is not None:
+            self._mux(self.audio.encode(None))
+        self.container.close()
+
+    def abort(self) -> None:
+        # the file is discarded anyway; the original error is what matters
+        with contextlib.suppress(av.FFmpegError, OSError, ValueError):
+            self.container.close()

@@ -1,0 +1,211 @@
+"""render_preview: plan, load and check assets, compose and encode, write the side files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from shared.render import outputs
+from shared.render.assets import AssetLoader, decode_image
+from shared.render.audio import AudioMix, PcmSource
+from shared.render.encode import PreviewEncoder
+from shared.render.frames import compose, letterbox
+from shared.render.plan import AUDIO_RATE, RenderPlan, plan_preview
+from shared.settings import Settings
+
+# Fitted step images kept in memory between the asset check and the encode. Past this budget
+# images are decoded again when their step comes (slower, but memory stays bounded even for
+# 100 distinct 1080p images).
+IMAGE_CACHE_BYTES = 256 * 1024 * 1024
+
+ProgressCallback = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    out_dir: Path
+    files: list[str]
+    format: str
+    duration: float
+    width: int
+    height: int
+    fps: int
+    video_codec: str
+    audio_codec: str | None
+    has_audio: bool
+    dry_run: bool
+    summary: dict[str, Any] = field(repr=False)
+    manifest: dict[str, Any] = field(repr=False)
+
+    @property
+    def resolution(self) -> str:
+        return f"{self.width}x{self.height}"
+
+
+class _Progress:
+    """Forwards only strictly increasing percentages; exceptions from the callback propagate
+    (the worker raises from it when its lease is lost, which must stop the render)."""
+
+    def __init__(self, callback: ProgressCallback | None) -> None:
+        self.callback = callback
+        self.last = -1
+
+    def __call__(self, pct: float) -> None:
+        value = max(0, min(100, int(pct)))
+        if value > self.last:
+            self.last = value
+            if self.callback is not None:
+                self.callback(value)
+
+    def span(self, start: float, end: float, done: int, total: int) -> None:
+        self(start + (end - start) * done / max(1, total))
+
+
+class _Images:
+    """Step images, fitted to the frame, loaded once up front (so a bad asset fails the job
+    before any encoding) and reloaded later only if they did not fit the memory budget."""
+
+    def __init__(self, plan: RenderPlan, loader: AssetLoader) -> None:
+        self.plan = plan
+        self.loader = loader
+        self.cache: dict[str, Image.Image] = {}
+        self.budget = IMAGE_CACHE_BYTES
+        self.remaining_uses: dict[str, int] = {}
+        for step in plan.steps:
+            if step.asset_id is not None:
+                self.remaining_uses[step.asset_id] = self.remaining_uses.get(step.asset_id, 0) + 1
+
+    def _load(self, asset_id: str) -> Image.Image:
+        plan = self.plan
+        data = self.loader.fetch(plan.assets[asset_id])
+        image = decode_image(data, asset_id, (plan.width, plan.height))
+        return letterbox(image, plan.width, plan.height)
+
+    def preload(self, asset_id: str) -> None:
+        fitted = self._load(asset_id)
+        cost = fitted.width * fitted.height * 3
+        if cost <= self.budget:
+            self.cache[asset_id] = fitted
+            self.budget -= cost
+
+    def take(self, asset_id: str) -> Image.Image:
+        """The fitted image for one use; the cache lets go of it after its last use."""
+        self.remaining_uses[asset_id] -= 1
+        image = self.cache.get(asset_id) or self._load(asset_id)
+        if self.remaining_uses[asset_id] <= 0:
+            self.cache.pop(asset_id, None)
+        return image
+
+
+def _check_assets(plan: RenderPlan, loader: AssetLoader, images: _Images, report: _Progress,
+                  end_pct: float) -> dict[str, bytes]:
+    """Load every referenced asset and prove it decodes. Returns the audio bytes for the mix."""
+    audio: dict[str, bytes] = {}
+    image_ids, audio_ids = plan.image_asset_ids(), plan.audio_asset_ids()
+    total = len(image_ids) + len(audio_ids)
+    for done, asset_id in enumerate(image_ids):
+        images.preload(asset_id)
+        report.span(1, end_pct, done + 1, total)
+    for done, asset_id in enumerate(audio_ids, start=len(image_ids)):
+        data = loader.fetch(plan.assets[asset_id])
+        source = PcmSource(data, asset_id)
+        try:
+            # a dry run promises the job will render, so it decodes the whole usable part;
+            # a real render decodes it all during the mix anyway and only probes here
+            source.check(plan.total_samples if plan.dry_run else None)
+        finally:
+            source.close()
+        audio[asset_id] = data
+        report.span(1, end_pct, done + 1, total)
+    return audio
+
+
+def _encode(plan: RenderPlan, out_dir: Path, images: _Images, audio: dict[str, bytes],
+            report: _Progress) -> None:
+    spec = plan.spec
+    final = out_dir / spec.filename
+    partial = out_dir / f".{spec.filename}.part"
+    mix = None
+    if plan.has_audio:
+        mix = AudioMix(
+            PcmSource(audio[plan.narration], plan.narration) if plan.narration else None,
+            PcmSource(audio[plan.music], plan.music) if plan.music else None,
+            plan.music_volume,
+        )
+    encoder = PreviewEncoder(partial, plan, with_audio=mix is not None)
+    try:
+        samples_done = 0
+        last = len(plan.steps) - 1
+        for step in plan.steps:
+            image = images.take(step.asset_id) if step.asset_id is not None else None
+            frame = compose(plan.width, plan.height, image, step.title, step.text,
+                            plan.include_captions, title_card=plan.title_card)
+            if step.index == 0:
+                frame.save(out_dir / outputs.POSTER, format="PNG")
+            encoder.add_step(frame, step.start_frame, step.end_frame, is_last=step.index == last)
+            if mix is not None:
+                # keep audio in step with video so the muxer interleaves as it goes
+                until = plan.total_samples if step.index == last else step.end_frame * AUDIO_RATE // plan.fps
+                encoder.add_audio(mix.read(until - samples_done))
+                samples_done = until
+            report.span(15, 95, step.index + 1, len(plan.steps))
+        encoder.finish()
+    except BaseException:
+        encoder.abort()
+        partial.unlink(missing_ok=True)
+        raise
+    finally:
+        if mix is not None:
+            mix.close()
+    os.replace(partial, final)
+
+
+def render_preview(payload: Mapping[str, Any], out_dir: Path, settings: Settings,
+                   progress: ProgressCallback | None = None) -> RenderResult:
+    """Render the preview described by `payload` (already schema-valid) into `out_dir`.
+
+    Writes preview.<format>, poster.png, captions.vtt, preview.json and container.json; a dry
+    run writes only the two JSON files after checking every referenced asset decodes.
+    Raises InvalidAsset / PermanentRenderError (retrying cannot help) or TransientRenderError.
+    """
+    report = _Progress(progress)
+    report(0)
+    plan = plan_preview(payload, settings)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outputs.remove_stale_outputs(out_dir)
+
+    loader = AssetLoader(settings)
+    images = _Images(plan, loader)
+    audio = _check_assets(plan, loader, images, report, 90 if plan.dry_run else 15)
+
+    summary = plan.to_summary()
+    if plan.dry_run:
+        names = [outputs.SUMMARY]
+    else:
+        _encode(plan, out_dir, images, audio, report)
+        outputs.write_text(out_dir / outputs.CAPTIONS, outputs.captions_vtt(plan))
+        names = [plan.spec.filename, outputs.POSTER, outputs.CAPTIONS, outputs.SUMMARY]
+    outputs.write_json(out_dir / outputs.SUMMARY, summary)
+    manifest = outputs.write_container(out_dir, plan, names)
+    report(100)
+    return RenderResult(
+        out_dir=out_dir,
+        files=sorted([*names, outputs.MANIFEST]),
+        format=plan.format,
+        duration=plan.duration,
+        width=plan.width,
+        height=plan.height,
+        fps=plan.fps,
+        video_codec=plan.spec.video_codec,
+        audio_codec=summary["audioCodec"],
+        has_audio=plan.has_audio,
+        dry_run=plan.dry_run,
+        summary=summary,
+        manifest=manifest,
+    )
