@@ -8,7 +8,10 @@ in place, so a reader that finds it can trust every file it names.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import fcntl
+import functools
 import hashlib
 import hmac
 import json
@@ -140,6 +143,37 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.fsync(writer.fileno())
 
 
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+@functools.cache
+def _renameat2() -> Any:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        function = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories in one atomic step (Linux renameat2 RENAME_EXCHANGE), so the
+    published path always names a complete set. False where unsupported; the caller then falls
+    back to two renames, which leaves the path briefly absent (still never half-written)."""
+    function = _renameat2()
+    if function is None:
+        return False
+    if function(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """An exclusive advisory lock: two workers publishing the same job (at-least-once delivery)
@@ -178,9 +212,14 @@ class LocalStore:
             old: Path | None = None
             with _locked(project_dir / ".lock"):
                 if final.exists():
-                    old = project_dir / f".old-{job_id}-{uuid.uuid4().hex}"
-                    os.rename(final, old)
-                os.rename(staging, final)
+                    if _exchange(staging, final):
+                        old = staging  # now holds the previous set; the path never went missing
+                    else:
+                        old = project_dir / f".old-{job_id}-{uuid.uuid4().hex}"
+                        os.rename(final, old)
+                        os.rename(staging, final)
+                else:
+                    os.rename(staging, final)
                 _fsync_dir(project_dir)
             if old is not None:
                 shutil.rmtree(old, ignore_errors=True)
