@@ -14,6 +14,7 @@ import math
 import os
 import re
 import stat
+import threading
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -41,6 +42,7 @@ class AssetLoader:
     def __init__(self, settings: Settings, s3_client: Any | None = None) -> None:
         self.settings = settings
         self._s3_client = s3_client
+        self._client_lock = threading.Lock()  # assets load in parallel threads
 
     def fetch(self, asset: AssetRef) -> bytes:
         uri = asset.uri
@@ -62,9 +64,10 @@ class AssetLoader:
         return data
 
     def _client(self) -> Any:
-        if self._s3_client is None:
-            self._s3_client = s3.make_s3_client()
-        return self._s3_client
+        with self._client_lock:
+            if self._s3_client is None:
+                self._s3_client = s3.make_s3_client()
+            return self._s3_client
 
     def _fetch_s3(self, asset: AssetRef) -> bytes:
         bucket, key = s3.split_s3_uri(asset.uri)

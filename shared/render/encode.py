@@ -11,6 +11,9 @@ GIF stores a delay per frame natively, so each step is just one frame with its d
 from __future__ import annotations
 
 import contextlib
+import heapq
+import threading
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -26,17 +29,19 @@ from shared.render.plan import AUDIO_RATE, RenderPlan
 _BT709 = 1
 _RANGE_TV = 1
 
+# Measured on 1280x720 slides (bench/render_bench.py): with a keyframe forced at every step,
+# x264 ultrafast + stillimage is the fastest preset AND gives files no larger than veryfast at
+# the same quality (every step is a scene change anyway). VP9 in realtime mode over-spends on
+# forced keyframes (3x the bytes for +0.7 dB), so it picks its own and uses a lower CRF instead.
 _VIDEO_OPTIONS: dict[str, dict[str, str]] = {
-    # stillimage tuning suits flat UI screenshots and text; every step starts with a forced
-    # keyframe so seeking to any step is instant, and a handful of frames makes a slower preset
-    # than ultrafast affordable (smaller files, crisper text).
-    "libx264": {"preset": "veryfast", "tune": "stillimage", "crf": "20", "profile": "high"},
+    "libx264": {"preset": "ultrafast", "tune": "stillimage", "crf": "21"},
     "libvpx-vp9": {
         "deadline": "realtime", "cpu-used": "8", "row-mt": "1", "tile-columns": "2",
-        "crf": "30", "b": "0", "lag-in-frames": "0",
+        "crf": "24", "b": "0", "lag-in-frames": "0",
     },
     "gif": {},
 }
+_FORCE_KEYFRAMES = {"libx264": True, "libvpx-vp9": False, "gif": True}
 _CONTAINER_OPTIONS: dict[str, dict[str, str]] = {
     # faststart moves the index to the front so browsers can play while downloading;
     # bitexact leaves out library version strings so identical input gives identical bytes
@@ -46,6 +51,7 @@ _CONTAINER_OPTIONS: dict[str, dict[str, str]] = {
 }
 _AUDIO_BITRATE = {"aac": 128_000, "libopus": 96_000}
 GIF_TIME_BASE = Fraction(1, 100)  # GIF delays are in centiseconds
+AUDIO_CHUNK = AUDIO_RATE // 2
 
 
 def to_yuv(image: Image.Image) -> av.VideoFrame:
@@ -65,13 +71,15 @@ def to_pal8(image: Image.Image) -> av.VideoFrame:
 
 
 class PreviewEncoder:
-    """Writes one preview file. Call `add_step` in timeline order, `add_audio` to keep the audio
-    up to date, then `finish` (or `abort` on failure)."""
+    """Writes one preview file. Call `add_step` in timeline order from one thread; audio may be
+    encoded meanwhile from another thread with `encode_audio` (each stream has its own codec
+    context); `finish` then muxes both in time order. `abort` on failure."""
 
     def __init__(self, path: Path, plan: RenderPlan, with_audio: bool) -> None:
         self.plan = plan
         spec = plan.spec
         self.is_gif = spec.name == "gif"
+        self.force_keyframes = _FORCE_KEYFRAMES[spec.video_encoder]
         self.container: Any = av.open(str(path), mode="w", format=spec.name,
                                       options=_CONTAINER_OPTIONS[spec.name])
         try:
@@ -81,7 +89,7 @@ class PreviewEncoder:
             self.container.close()
             raise
         self._durations: dict[int, int] = {}
-        self._samples_written = 0
+        self._video_packets: list[av.Packet] = []
 
     def _add_video(self, encoder: str) -> Any:
         plan = self.plan
@@ -123,47 +131,61 @@ class PreviewEncoder:
             self._encode_video(to_pal8(image), start, end - start, key=True)
             return
         repeat = is_last and end - start > 1
-        self._encode_video(to_yuv(image), start, end - start - (1 if repeat else 0), key=True)
+        self._encode_video(to_yuv(image), start, end - start - (1 if repeat else 0), key=self.force_keyframes)
         if repeat:
             self._encode_video(to_yuv(image), end - 1, 1, key=False)
 
-    def _encode_video(self, frame: av.VideoFrame, pts: int, duration: int, key: bool) -> None:
-        frame.pts = pts
-        frame.time_base = self.video.codec_context.time_base
-        if key:
-            frame.pict_type = av.video.frame.PictureType.I
-        self._durations[pts] = duration
-        self._mux(self.video.encode(frame))
+    def _encode_video(self, frame: av.VideoFrame | None, pts: int = 0, duration: int = 0, key: bool = False) -> None:
+        if frame is not None:
+            frame.pts = pts
+            frame.time_base = self.video.codec_context.time_base
+            if key:
+                frame.pict_type = av.video.frame.PictureType.I
+            self._durations[pts] = duration
+        for packet in self.video.encode(frame):
+            # encoders leave the duration of a VFR frame unset; the muxer needs it for the last
+            # sample (MP4 sample table, GIF delay, Matroska block duration)
+            if packet.pts is not None and self._durations.get(packet.pts):
+                packet.duration = self._durations[packet.pts]
+            self._video_packets.append(packet)
 
-    def add_audio(self, samples: np.ndarray) -> None:
-        """Append interleaved stereo float32 samples (shape (n, 2)) at 48 kHz."""
-        if self.audio is None or not len(samples):
-            return
-        frame = av.AudioFrame.from_ndarray(
-            np.ascontiguousarray(samples, np.float32).reshape(1, -1), format="flt", layout="stereo")
-        frame.sample_rate = AUDIO_RATE
-        frame.pts = self._samples_written
-        frame.time_base = Fraction(1, AUDIO_RATE)
-        self._samples_written += len(samples)
-        self._mux(self.audio.encode(frame))
+    def encode_audio(self, read: Callable[[int], np.ndarray], total_samples: int,
+                     cancelled: threading.Event | None = None) -> list[av.Packet]:
+        """Encode `total_samples` of interleaved stereo float32 at 48 kHz pulled from `read`.
+        Meant to run in its own thread (PyAV encodes without the GIL) alongside the video."""
+        if self.audio is None:
+            return []
+        packets: list[av.Packet] = []
+        position = 0
+        while position < total_samples:
+            if cancelled is not None and cancelled.is_set():
+                return []
+            count = min(AUDIO_CHUNK, total_samples - position)
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(read(count), np.float32).reshape(1, -1), format="flt", layout="stereo")
+            frame.sample_rate = AUDIO_RATE
+            frame.pts = position
+            frame.time_base = Fraction(1, AUDIO_RATE)
+            packets.extend(self.audio.encode(frame))
+            position += count
+        packets.extend(self.audio.encode(None))
+        return packets
 
-    def _mux(self, packets: list[Any]) -> None:
-        for packet in packets:
-            if packet.stream.index == self.video.index:
-                # encoders leave the duration of a VFR frame unset; the muxer needs it for the
-                # last sample (MP4 sample table, GIF delay, Matroska block duration)
-                duration = self._durations.get(packet.pts) if packet.pts is not None else None
-                if duration:
-                    packet.duration = duration
+    def finish(self, audio_packets: list[av.Packet] | None = None) -> None:
+        """Flush the video encoder and write every packet, both streams merged by timestamp so
+        the file is properly interleaved for progressive playback."""
+        self._encode_video(None)
+        for packet in heapq.merge(self._video_packets, audio_packets or [], key=_packet_time):
             self.container.mux(packet)
-
-    def finish(self) -> None:
-        self._mux(self.video.encode(None))
-        if self.audio is not None:
-            self._mux(self.audio.encode(None))
+        self._video_packets.clear()
         self.container.close()
 
     def abort(self) -> None:
         # the file is discarded anyway; the original error is what matters
         with contextlib.suppress(av.FFmpegError, OSError, ValueError):
             self.container.close()
+
+
+def _packet_time(packet: av.Packet) -> Fraction:
+    stamp = packet.dts if packet.dts is not None else packet.pts
+    return Fraction(stamp or 0) * packet.time_base

@@ -178,8 +178,9 @@ def letterbox(image: Image.Image, width: int, height: int) -> Image.Image:
     scale = min(width / image.width, height / image.height)
     size = (max(1, min(width, round(image.width * scale))), max(1, min(height, round(image.height * scale))))
     if size != image.size:
-        # reducing_gap lets Pillow shrink by an integer factor first: far cheaper on big sources
-        image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        # bicubic: nearly Lanczos sharpness on UI text at 2/3 of its cost; reducing_gap lets
+        # Pillow shrink big sources by an integer factor first (box filter), far cheaper
+        image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
     if size == (width, height):
         return image.copy() if image.mode == "RGB" else image.convert("RGB")
     frame = Image.new("RGB", (width, height), BLACK)

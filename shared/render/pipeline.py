@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import threading
+from collections import deque
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,13 +18,14 @@ from shared.render.assets import AssetLoader, decode_image
 from shared.render.audio import AudioMix, PcmSource
 from shared.render.encode import PreviewEncoder
 from shared.render.frames import compose, letterbox
-from shared.render.plan import AUDIO_RATE, RenderPlan, plan_preview
+from shared.render.plan import RenderPlan, plan_preview
 from shared.settings import Settings
 
 # Fitted step images kept in memory between the asset check and the encode. Past this budget
 # images are decoded again when their step comes (slower, but memory stays bounded even for
 # 100 distinct 1080p images).
 IMAGE_CACHE_BYTES = 256 * 1024 * 1024
+PRELOAD_THREADS = 4
 
 ProgressCallback = Callable[[int], None]
 
@@ -86,12 +90,39 @@ class _Images:
         image = decode_image(data, asset_id, (plan.width, plan.height))
         return letterbox(image, plan.width, plan.height)
 
-    def preload(self, asset_id: str) -> None:
-        fitted = self._load(asset_id)
+    def keep(self, asset_id: str, fitted: Image.Image) -> None:
         cost = fitted.width * fitted.height * 3
         if cost <= self.budget:
             self.cache[asset_id] = fitted
             self.budget -= cost
+
+    def preload(self, asset_ids: list[str], on_loaded: Callable[[int], None]) -> None:
+        """Fetch, decode and fit every image, a few at a time in threads: Pillow's decoders and
+        resampling run without the GIL, so this uses every core. Results are consumed in order,
+        so the first bad asset (in payload order) is the error reported, and at most `window`
+        fitted images wait in memory beyond the cache."""
+        if not asset_ids:
+            return
+        workers = max(1, min(PRELOAD_THREADS, os.cpu_count() or 1, len(asset_ids)))
+        window = workers * 2
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="render-assets") as pool:
+            pending: deque[tuple[str, Future[Image.Image]]] = deque()
+            upcoming = iter(asset_ids)
+            done = 0
+            try:
+                while True:
+                    while len(pending) < window and (asset_id := next(upcoming, None)) is not None:
+                        pending.append((asset_id, pool.submit(self._load, asset_id)))
+                    if not pending:
+                        break
+                    asset_id, future = pending.popleft()
+                    self.keep(asset_id, future.result())
+                    done += 1
+                    on_loaded(done)
+            except BaseException:
+                for _, future in pending:
+                    future.cancel()
+                raise
 
     def take(self, asset_id: str) -> Image.Image:
         """The fitted image for one use; the cache lets go of it after its last use."""
@@ -108,9 +139,7 @@ def _check_assets(plan: RenderPlan, loader: AssetLoader, images: _Images, report
     audio: dict[str, bytes] = {}
     image_ids, audio_ids = plan.image_asset_ids(), plan.audio_asset_ids()
     total = len(image_ids) + len(audio_ids)
-    for done, asset_id in enumerate(image_ids):
-        images.preload(asset_id)
-        report.span(1, end_pct, done + 1, total)
+    images.preload(image_ids, lambda done: report.span(1, end_pct, done, total))
     for done, asset_id in enumerate(audio_ids, start=len(image_ids)):
         data = loader.fetch(plan.assets[asset_id])
         source = PcmSource(data, asset_id)
@@ -127,6 +156,8 @@ def _check_assets(plan: RenderPlan, loader: AssetLoader, images: _Images, report
 
 def _encode(plan: RenderPlan, out_dir: Path, images: _Images, audio: dict[str, bytes],
             report: _Progress) -> None:
+    """Slides are composed and encoded on this thread while helper threads encode the audio
+    and write the poster: all three spend their time in C code that releases the GIL."""
     spec = plan.spec
     final = out_dir / spec.filename
     partial = out_dir / f".{spec.filename}.part"
@@ -138,28 +169,31 @@ def _encode(plan: RenderPlan, out_dir: Path, images: _Images, audio: dict[str, b
             plan.music_volume,
         )
     encoder = PreviewEncoder(partial, plan, with_audio=mix is not None)
+    helpers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="render-encode")
+    cancelled = threading.Event()
     try:
-        samples_done = 0
+        audio_job = helpers.submit(encoder.encode_audio, mix.read, plan.total_samples, cancelled) if mix else None
+        poster: Future[None] | None = None
         last = len(plan.steps) - 1
         for step in plan.steps:
             image = images.take(step.asset_id) if step.asset_id is not None else None
             frame = compose(plan.width, plan.height, image, step.title, step.text,
                             plan.include_captions, title_card=plan.title_card)
             if step.index == 0:
-                frame.save(out_dir / outputs.POSTER, format="PNG")
+                poster = helpers.submit(frame.save, out_dir / outputs.POSTER, format="PNG")
             encoder.add_step(frame, step.start_frame, step.end_frame, is_last=step.index == last)
-            if mix is not None:
-                # keep audio in step with video so the muxer interleaves as it goes
-                until = plan.total_samples if step.index == last else step.end_frame * AUDIO_RATE // plan.fps
-                encoder.add_audio(mix.read(until - samples_done))
-                samples_done = until
             report.span(15, 95, step.index + 1, len(plan.steps))
-        encoder.finish()
+        encoder.finish(audio_job.result() if audio_job else None)
+        if poster is not None:
+            poster.result()
     except BaseException:
+        cancelled.set()
+        helpers.shutdown(wait=True, cancel_futures=True)  # before the container goes away
         encoder.abort()
         partial.unlink(missing_ok=True)
         raise
     finally:
+        helpers.shutdown(wait=True)
         if mix is not None:
             mix.close()
     os.replace(partial, final)

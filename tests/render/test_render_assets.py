@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import numpy as np
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 from moto import mock_aws
@@ -146,6 +147,36 @@ def test_audio_decode_and_refusals() -> None:
         PcmSource(playlist, "voice")
     with pytest.raises(InvalidAsset, match="no audio stream|not decodable"):
         PcmSource(png_bytes((0, 0, 0)), "voice")
+
+
+def encode_tone(fmt: str, codec: str, seconds: float = 0.6, rate: int = 44_100) -> bytes:
+    """A short tone in a compressed format, made with PyAV itself."""
+    import av
+    import numpy as np
+
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=rate, layout="mono")
+        t = np.arange(int(seconds * rate)) / rate
+        tone = (np.sin(2 * np.pi * 330 * t) * 0.5).astype(np.float32).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(tone, format="flt", layout="mono")
+        frame.sample_rate = rate
+        frame.pts = 0
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("fmt", "codec", "rate"), [
+    ("mp3", "libmp3lame", 44_100), ("ogg", "libopus", 24_000), ("flac", "flac", 32_000)])
+def test_compressed_audio_formats(fmt: str, codec: str, rate: int) -> None:
+    source = PcmSource(encode_tone(fmt, codec, rate=rate), "music")
+    samples = source.read(48_000)
+    source.close()
+    loud = np.abs(samples[2_000:20_000]).max()
+    assert 0.3 < loud <= 1.0 and np.abs(samples[40_000:]).max() < 0.05  # 0.6 s tone, resampled to 48 kHz
 
 
 def test_s3_asset_via_moto(settings: Settings, aws_env: None, tmp_path: Path) -> None:

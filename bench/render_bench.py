@@ -1,0 +1,245 @@
+"""Render benchmark: our full pipeline against an ffmpeg binary encoding the same frames.
+
+    python -m bench.render_bench [--runs 3] [--ffmpeg PATH] [--keep DIR]
+
+Renders a 1280x720, 10-step, 30 s preview (gradient image per step, captions on) through
+`render_preview` for mp4, webm and gif, then has ffmpeg encode the very same composed frames
+(PNG files + concat demuxer with per-frame durations):
+  * "CFR": the usual way, every one of the 900 frames encoded at 30 fps;
+  * "VFR": the same trick we use, each distinct frame encoded once with its duration.
+Our time includes everything (asset decode, letterboxing, caption drawing, encode, poster,
+side files, hashes); ffmpeg's covers PNG decode and encode only. ffmpeg comes from --ffmpeg,
+$IMAGEIO_FFMPEG_EXE, PATH, or the imageio-ffmpeg package (`pip install imageio-ffmpeg`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import av  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from shared.render import plan_preview, render_preview  # noqa: E402
+from shared.render.frames import compose  # noqa: E402
+from shared.settings import Settings  # noqa: E402
+
+WIDTH, HEIGHT, FPS, STEPS, STEP_SECONDS = 1280, 720, 30, 10, 3.0
+SOURCE_SIZE = (1600, 900)  # larger than the frame, as real screenshots are: exercises the resize
+PALETTE = [((20, 40, 90), (90, 160, 230)), ((90, 20, 40), (240, 150, 80)), ((20, 80, 40), (150, 230, 120)),
+           ((60, 20, 90), (200, 140, 240)), ((30, 30, 30), (220, 220, 220))]
+
+FFMPEG_ARGS = {
+    # the same encoder settings as shared/render/encode.py
+    "mp4": ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "stillimage", "-crf", "21",
+            "-pix_fmt", "yuv420p", "-movflags", "+faststart"],
+    "webm": ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-row-mt", "1",
+             "-tile-columns", "2", "-lag-in-frames", "0", "-crf", "24", "-b:v", "0", "-pix_fmt", "yuv420p"],
+    "gif": ["-c:v", "gif"],
+}
+
+
+@dataclass
+class Row:
+    fmt: str
+    who: str
+    seconds: float | None
+    size: int | None = None
+    duration: float | None = None
+    note: str = ""
+
+
+def gradient(index: int) -> Image.Image:
+    start, end = (np.array(c, np.float32) for c in PALETTE[index % len(PALETTE)])
+    w, h = SOURCE_SIZE
+    across = np.linspace(0, 1, w, dtype=np.float32)[None, :]
+    down = np.linspace(0, 1, h, dtype=np.float32)[:, None]
+    ramp = across * 0.7 + down * 0.3
+    pixels = start + (end - start) * ramp[..., None]
+    # a few "UI" boxes so frames are not trivially smooth
+    for k in range(4):
+        y0, x0 = 120 + k * 170, 100 + (index * 37 + k * 90) % 600
+        pixels[y0:y0 + 90, x0:x0 + 500] = (245, 245, 245)
+        pixels[y0 + 30:y0 + 60, x0 + 20:x0 + 300] = (40, 40, 40)
+    return Image.fromarray(pixels.astype(np.uint8), "RGB")
+
+
+def make_job(fmt: str, with_audio: bool = False) -> dict:
+    steps = [{"title": f"Step {i + 1}: open the settings panel",
+              "text": "Click the gear icon in the top-right corner, then choose Preferences and scroll "
+                      "down to the section about previews.",
+              "durationSec": STEP_SECONDS, "asset": f"shot-{i}"} for i in range(STEPS)]
+    assets = [{"id": f"shot-{i}", "type": "image", "uri": f"shot-{i}.png"} for i in range(STEPS)]
+    audio: dict = {}
+    if with_audio:
+        assets.append({"id": "voice", "type": "audio", "uri": "voice.wav"})
+        audio = {"narration": "voice"}
+    return {"jobId": f"bench-{fmt}", "projectId": "bench", "requestId": "bench", "dryRun": False,
+            "previewRequest": {"title": "Benchmark", "steps": steps, "assets": assets, "audio": audio,
+                               "options": {"resolution": f"{WIDTH}x{HEIGHT}", "format": fmt, "fps": FPS}}}
+
+
+def write_assets(folder: Path) -> None:
+    import wave
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(STEPS):
+        gradient(i).save(folder / f"shot-{i}.png", compress_level=6)
+    rate = 44_100
+    t = np.arange(int(STEPS * STEP_SECONDS * rate)) / rate
+    tone = (np.sin(2 * np.pi * 220 * t) * 0.3 * 32767).astype("<i2")
+    with wave.open(str(folder / "voice.wav"), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(tone.tobytes())
+
+
+def find_ffmpeg(explicit: str | None) -> str | None:
+    for candidate in (explicit, os.environ.get("IMAGEIO_FFMPEG_EXE"), shutil.which("ffmpeg")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    try:
+        import imageio_ffmpeg  # type: ignore[import-not-found]
+
+        return str(imageio_ffmpeg.get_ffmpeg_exe())
+    except (ImportError, RuntimeError):
+        return None
+
+
+def decoded_duration(path: Path) -> float:
+    with av.open(str(path)) as container:
+        return (container.duration or 0) / 1_000_000
+
+
+def best_of(runs: int, action: Callable[[], None]) -> float:
+    best = float("inf")
+    for _ in range(runs):
+        started = time.perf_counter()
+        action()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def bench_ours(fmt: str, work: Path, settings: Settings, runs: int, with_audio: bool = False) -> Row:
+    job = make_job(fmt, with_audio)
+    out = work / f"ours-{fmt}{'-audio' if with_audio else ''}"
+    seconds = best_of(runs, lambda: render_preview(job, out, settings))
+    video = out / f"preview.{fmt}"
+    return Row(fmt, "ours + 30 s narration" if with_audio else "ours (PyAV, VFR)", seconds,
+               video.stat().st_size, decoded_duration(video))
+
+
+def write_frames(work: Path, settings: Settings) -> Path:
+    """The exact frames our renderer composes, as PNGs, plus a concat list with durations."""
+    from shared.render.assets import AssetLoader, decode_image
+    from shared.render.frames import letterbox
+
+    plan = plan_preview(make_job("mp4"), settings)
+    loader = AssetLoader(settings)
+    folder = work / "frames"
+    folder.mkdir(exist_ok=True)
+    lines = ["ffconcat version 1.0"]
+    for step in plan.steps:
+        assert step.asset_id is not None
+        image = letterbox(decode_image(loader.fetch(plan.assets[step.asset_id]), step.asset_id, (WIDTH, HEIGHT)),
+                          WIDTH, HEIGHT)
+        frame = compose(WIDTH, HEIGHT, image, step.title, step.text, True)
+        name = f"frame-{step.index:02d}.png"
+        frame.save(folder / name, compress_level=1)
+        lines += [f"file '{name}'", f"duration {step.duration}"]
+    (folder / "cfr.ffconcat").write_text("\n".join(lines) + "\n")
+    # with -fps_mode vfr the last entry's duration is dropped unless the file is listed again
+    lines.append(lines[-2])
+    (folder / "vfr.ffconcat").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def bench_ffmpeg(ffmpeg: str, fmt: str, frames: Path, work: Path, runs: int, cfr: bool) -> Row:
+    out = work / f"ffmpeg-{'cfr' if cfr else 'vfr'}.{fmt}"
+    timing = ["-vf", f"fps={FPS}"] if cfr else ["-fps_mode", "vfr"]
+    command = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-f", "concat", "-safe", "0",
+               "-i", str(frames / f"{'cfr' if cfr else 'vfr'}.ffconcat"), *timing, *FFMPEG_ARGS[fmt], str(out)]
+
+    def run() -> None:
+        subprocess.run(command, check=True, stdin=subprocess.DEVNULL)
+
+    seconds = best_of(runs, run)
+    label = f"ffmpeg CFR ({int(STEPS * STEP_SECONDS * FPS)} frames)" if cfr else f"ffmpeg VFR ({STEPS} frames)"
+    return Row(fmt, label, seconds, out.stat().st_size, decoded_duration(out))
+
+
+def print_table(rows: list[Row]) -> None:
+    print(f"{'format':<7}{'encoder':<30}{'wall s':>9}{'size KB':>10}{'duration s':>12}")
+    for row in rows:
+        seconds = f"{row.seconds:.3f}" if row.seconds is not None else "-"
+        size = f"{row.size / 1024:.0f}" if row.size is not None else "-"
+        duration = f"{row.duration:.3f}" if row.duration is not None else "-"
+        print(f"{row.fmt:<7}{row.who:<30}{seconds:>9}{size:>10}{duration:>12}  {row.note}".rstrip())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="repetitions; the best time is reported")
+    parser.add_argument("--ffmpeg", help="ffmpeg binary to compare with")
+    parser.add_argument("--keep", type=Path, help="write outputs here instead of a temp folder")
+    args = parser.parse_args(argv)
+
+    work = args.keep or Path(tempfile.mkdtemp(prefix="render-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        write_assets(work / "assets")
+        settings = Settings.from_env({"DATA_DIR": str(work / "data"), "PREVIEW_ASSET_DIR": str(work / "assets")})
+        print(f"render bench: {WIDTH}x{HEIGHT}, {STEPS} steps x {STEP_SECONDS:g} s = {STEPS * STEP_SECONDS:g} s, "
+              f"{FPS} fps, captions on, source images {SOURCE_SIZE[0]}x{SOURCE_SIZE[1]} PNG; best of {args.runs}; "
+              f"{os.cpu_count()} CPUs")
+        rows: list[Row] = []
+        for fmt in ("mp4", "webm", "gif"):
+            rows.append(bench_ours(fmt, work, settings, args.runs))
+        rows.append(bench_ours("mp4", work, settings, args.runs, with_audio=True))
+        ours_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+        ffmpeg = find_ffmpeg(args.ffmpeg)
+        ratios: list[str] = []
+        if ffmpeg is None:
+            print("ffmpeg baseline unavailable: no ffmpeg on PATH and imageio-ffmpeg not installed "
+                  "(pip install imageio-ffmpeg, or pass --ffmpeg PATH)")
+        else:
+            frames = write_frames(work, settings)
+            for fmt in ("mp4", "webm", "gif"):
+                ours = next(r for r in rows if r.fmt == fmt and r.who.startswith("ours ("))
+                for cfr in ((True, False) if fmt != "gif" else (False,)):
+                    row = bench_ffmpeg(ffmpeg, fmt, frames, work, args.runs, cfr)
+                    rows.append(row)
+                    if ours.seconds and row.seconds:
+                        ratios.append(f"{fmt} ours/{row.who.split(' (')[0]}: {ours.seconds / row.seconds:.2f}")
+        rows.sort(key=lambda r: ("mp4", "webm", "gif").index(r.fmt))
+        print_table(rows)
+        if ratios:
+            print("ratio (target <= 1.2): " + "; ".join(ratios))
+        children_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        print(f"peak RSS: this process {ours_rss:.0f} MB (after our renders)"
+              + (f"; largest ffmpeg child {children_rss:.0f} MB" if ffmpeg else ""))
+        if ffmpeg:
+            print(f"ffmpeg: {ffmpeg}")
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
