@@ -93,6 +93,7 @@ class ArtifactResponse(ApiModel):
     url: str
     expiresAt: str
     files: list[ArtifactFile]
+    manifestUrl: str
 
 
 class RedisHealth(ApiModel):

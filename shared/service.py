@@ -95,14 +95,14 @@ def job_artifact(job_id: str, origin: str) -> ArtifactResponse:
     names = [f["name"] for f in files]
     main = next((n for n in names if n.startswith("preview.") and n != "preview.json"), "preview.json")
     listed = []
-    expires_at = None
     for entry in files:
-        url, expires = store.signed_url(status.projectId, job_id, entry["name"], settings.url_ttl_seconds, origin)
-        expires_at = expires_at or expires
+        url, _ = store.signed_url(status.projectId, job_id, entry["name"], settings.url_ttl_seconds, origin)
         listed.append(ArtifactFile(name=entry["name"], contentType=entry["contentType"], bytes=entry["bytes"],
                                    sha256=entry["sha256"], url=url))
     main_url, main_expires = store.signed_url(status.projectId, job_id, main, settings.url_ttl_seconds, origin)
+    manifest_url, _ = store.signed_url(status.projectId, job_id, "container.json", settings.url_ttl_seconds, origin)
     return ArtifactResponse(
+        manifestUrl=manifest_url,
         jobId=job_id,
         url=main_url,
         expiresAt=iso_ms(int(main_expires.astimezone(UTC).timestamp() * 1000)) or "",

@@ -1,0 +1,136 @@
+"""The long-running worker as a real process: killed mid-render, stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from PIL import Image
+
+from shared.queue import JobQueue
+from shared.settings import Settings
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def png(colour: tuple[int, int, int]) -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (640, 360), colour).save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def heavy_job(job_id: str = "heavy-1") -> dict[str, Any]:
+    """100 full-HD steps: a couple of seconds of real rendering, long enough to interrupt."""
+    assets = [{"id": f"img-{i}", "type": "image", "uri": png((40 * i, 120, 200 - 30 * i))} for i in range(5)]
+    steps = [{"title": f"Step {i}", "text": "Move the strip and twist it once more.", "durationSec": 5,
+              "asset": f"img-{i % 5}"} for i in range(100)]
+    return {"jobId": job_id, "projectId": "proj-faults", "requestId": "req-1", "dryRun": False,
+            "previewRequest": {"steps": steps, "assets": assets, "audio": {},
+                               "options": {"resolution": "1920x1080", "format": "mp4"}}}
+
+
+class WorkerProcesses:
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, **extra: str) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([sys.executable, "-m", "functions.render_worker"], cwd=ROOT,
+                                env={**self.env, **extra}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
+
+
+@pytest.fixture
+def env(redis_url: str, tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "REDIS_URL": redis_url, "DATA_DIR": str(tmp_path / "data"), "PREVIEW_LEASE_MS": "2000",
+            "PREVIEW_WORKER_CONCURRENCY": "1", "PREVIEW_METRICS_PORT": "0", "PREVIEW_BACKOFF_MS": "100"}
+
+
+@pytest.fixture
+def workers(env: dict[str, str]) -> Iterator[WorkerProcesses]:
+    group = WorkerProcesses(env)
+    yield group
+    group.stop_all()
+
+
+def queue_for(env: dict[str, str]) -> JobQueue:
+    settings = Settings.from_env(env)
+    return JobQueue(redis.Redis.from_url(env["REDIS_URL"], decode_responses=True), settings)
+
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.005) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def test_killed_worker_job_is_completed_by_another(env: dict[str, str], workers: WorkerProcesses) -> None:
+    queue = queue_for(env)
+    queue.admit(heavy_job())
+    # Given a worker that dies with SIGKILL in the middle of a render
+    first = workers.start()
+    wait_for(lambda: (s := queue.status("heavy-1")) and s.state == "active" and 0 < s.progress < 90, 60)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    assert queue.status("heavy-1").state == "active"  # type: ignore[union-attr]
+    # When another worker runs
+    workers.start()
+    # Then it recovers the job once the dead worker's lease expires, and completes it
+    status = wait_for(lambda: (s := queue.status("heavy-1")) and s.state == "completed" and s, 90, 0.05)
+    assert status.attemptsMade == 2
+    assert "lease expired" not in (status.failedReason or "")
+    project = Path(env["DATA_DIR"]) / "previews" / "proj-faults"
+    # Exactly one set of artifacts, no half-written staging folders left in the store
+    # (the store's lock file aside).
+    assert sorted(p.name for p in project.iterdir() if p.name != ".lock") == ["heavy-1"]
+    files = sorted(p.name for p in (project / "heavy-1").iterdir())
+    assert files == ["captions.vtt", "container.json", "poster.png", "preview.json", "preview.mp4"]
+
+
+def test_sigterm_hands_the_active_job_back(env: dict[str, str], workers: WorkerProcesses) -> None:
+    queue = queue_for(env)
+    queue.admit(heavy_job())
+    worker = workers.start(PREVIEW_SHUTDOWN_GRACE_SECONDS="0")
+    wait_for(lambda: (s := queue.status("heavy-1")) and s.state == "active" and 0 < s.progress < 90, 60)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    status = queue.status("heavy-1")
+    assert status is not None and (status.state, status.attemptsMade) == ("waiting", 0)
+    # Nothing half-written is published
+    assert not (Path(env["DATA_DIR"]) / "previews" / "proj-faults" / "heavy-1").exists()
+    # And the worker no longer counts as alive
+    assert queue.workers_seen(0)[0] == 0
+
+
+def test_sigterm_lets_the_active_job_finish_within_the_grace_period(env: dict[str, str],
+                                                                   workers: WorkerProcesses) -> None:
+    queue = queue_for(env)
+    queue.admit(heavy_job())
+    worker = workers.start(PREVIEW_SHUTDOWN_GRACE_SECONDS="60")
+    wait_for(lambda: (s := queue.status("heavy-1")) and s.state == "active" and 0 < s.progress < 90, 60)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(60) == 0
+    status = queue.status("heavy-1")
+    assert status is not None and (status.state, status.attemptsMade) == ("completed", 1)
