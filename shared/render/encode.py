@@ -67,7 +67,7 @@ def to_pal8(image: Image.Image) -> av.VideoFrame:
     rgb = np.frombuffer(bytes(indexed.getpalette() or []), np.uint8).reshape(-1, 3)[:256]
     palette[: len(rgb), 1:] = rgb
     palette[:, 0] = 255  # ARGB: opaque
-    return av.VideoFrame.from_ndarray((np.asarray(indexed), palette), format="pal8")
+    return av.VideoFrame.from_ndarray((np.asarray(indexed), palette), format="pal8")  # type: ignore[arg-type]
 
 
 class PreviewEncoder:

@@ -156,7 +156,7 @@ def encode_tone(fmt: str, codec: str, seconds: float = 0.6, rate: int = 44_100) 
 
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format=fmt) as container:
-        stream = container.add_stream(codec, rate=rate, layout="mono")
+        stream: Any = container.add_stream(codec, rate=rate, layout="mono")
         t = np.arange(int(seconds * rate)) / rate
         tone = (np.sin(2 * np.pi * 330 * t) * 0.5).astype(np.float32).reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(tone, format="flt", layout="mono")

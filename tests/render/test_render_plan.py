@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from render_testkit import make_job, png_uri, wav_uri
@@ -13,8 +14,8 @@ from shared.render.plan import frame_at
 from shared.settings import Settings
 
 
-def minimal_job(**request: object) -> dict:
-    job = {"jobId": "preview-job-0001", "projectId": "proj-mobius-123", "requestId": "req-0001",
+def minimal_job(**request: object) -> dict[str, Any]:
+    job: dict[str, Any] = {"jobId": "preview-job-0001", "projectId": "proj-mobius-123", "requestId": "req-0001",
            "previewRequest": {"steps": [], "assets": [], "audio": {}}, "dryRun": True}
     job["previewRequest"].update(request)
     return job
