@@ -9,11 +9,10 @@ from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
-from aws_lambda_powertools.logging import correlation_paths
 from pydantic import BaseModel
 
 from shared.errors import InvalidRequest, PreviewError
-from shared.observability import logger, record_failure, record_request
+from shared.observability import invocation_context, logger, record_failure, record_request
 
 JSON = "application/json"
 ID_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
@@ -92,8 +91,14 @@ def lambda_entry(app: APIGatewayHttpResolver, name: str) -> Callable[[dict[str, 
     """The function's `handler(event, context)`: structured log context, correlation id,
     the request metric, and a 500 with a request id for anything that escapes."""
 
-    @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        request_id = None
+        if isinstance(event, dict):
+            request_id = (event.get("requestContext") or {}).get("requestId")
+        with invocation_context(context, request_id):
+            return _handle(event, context)
+
+    def _handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
         try:
             response = app.resolve(event, context)
         except Exception:

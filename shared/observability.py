@@ -3,10 +3,14 @@ CloudWatch EMF through Powertools Metrics (Lambda). Metric names follow the SPEC
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
@@ -114,3 +118,46 @@ def exported_metric_names() -> Iterable[str]:
     for metric in REGISTRY.collect():
         for sample in metric.samples:
             yield sample.name
+
+
+_warm_functions: set[str] = set()
+_warm_lock = threading.Lock()
+
+
+@contextmanager
+def invocation_context(context: Any, correlation_id: str | None = None, **keys: Any) -> Iterator[None]:
+    """Log keys of one invocation (function, request id, cold start, correlation id).
+
+    Kept per thread, unlike Powertools' `inject_lambda_context`, because the emulator and the
+    long-running worker run several invocations at once in one process."""
+    name = getattr(context, "function_name", "") or ""
+    with _warm_lock:
+        cold = name not in _warm_functions
+        _warm_functions.add(name)
+    fields: dict[str, Any] = {"cold_start": cold}
+    if context is not None:
+        fields.update(
+            function_name=name,
+            function_memory_size=getattr(context, "memory_limit_in_mb", None),
+            function_arn=getattr(context, "invoked_function_arn", None),
+            function_request_id=getattr(context, "aws_request_id", None),
+        )
+    if correlation_id:
+        fields["correlation_id"] = correlation_id
+    logger.thread_safe_append_keys(**fields, **keys)
+    try:
+        yield
+    finally:
+        logger.thread_safe_clear_keys()
+
+
+def lambda_handler(function: Callable[[dict[str, Any], Any], Any]) -> Callable[[dict[str, Any], Any], Any]:
+    """Decorator for the non-HTTP functions: invocation log keys, correlation id = event id."""
+
+    @functools.wraps(function)
+    def wrapper(event: dict[str, Any], context: Any) -> Any:
+        correlation = event.get("id") if isinstance(event, dict) else None
+        with invocation_context(context, correlation):
+            return function(event, context)
+
+    return wrapper

@@ -60,3 +60,26 @@ def test_logs_carry_request_and_job_ids(redis_url: str, capsys: pytest.CaptureFi
     assert admitted["jobId"] == "preview-job-0002"
     assert admitted["correlation_id"] == "Jm5nWhE0IAMEV1Q="
     assert admitted["function_name"] == "enqueue_job"
+
+
+def test_concurrent_invocations_keep_their_own_log_context(redis_url: str,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    # Given many enqueues at once in one process (as in the emulator)
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.conftest import load_event
+    from tests.handlers import invoke
+
+    def send(n: int) -> None:
+        event = load_event("enqueue_job", "minimal")
+        event["requestContext"]["requestId"] = f"rid-{n}"
+        event["body"] = event["body"].replace("preview-job-0001", f"job-{n}")
+        invoke("enqueue_job", event)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(send, range(16)))
+    logs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    admitted = [line for line in logs if line.get("message") == "job admitted"]
+    # Then every log line carries the request id of its own request
+    assert len(admitted) == 16
+    assert all(line["correlation_id"] == "rid-" + line["jobId"].split("-")[1] for line in admitted)

@@ -6,13 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from shared import service
-from shared.observability import logger
+from shared.observability import lambda_handler, logger
 from shared.settings import get_settings
 
 get_settings()  # a bad configuration fails the cold start with one clear message
 
 
-@logger.inject_lambda_context(clear_state=True)
+@lambda_handler
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     result = service.probe()
     log = logger.info if result["status"] == "healthy" else logger.error

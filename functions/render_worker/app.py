@@ -5,17 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.observability import logger
+from shared.observability import lambda_handler, logger
 from shared.settings import get_settings
 from shared.worker import build_worker
 
 get_settings()  # a bad configuration fails the cold start with one clear message
 
 
-@logger.inject_lambda_context(clear_state=True)
+@lambda_handler
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     trigger = event.get("source") or event.get("detail-type") or "direct"
-    logger.append_keys(trigger=trigger)
+    logger.thread_safe_append_keys(trigger=trigger)
     summary = build_worker().run_until_idle(remaining_ms=context.get_remaining_time_in_millis)
     logger.info("worker invocation done", extra=summary)
     return summary
