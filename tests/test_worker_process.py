@@ -134,3 +134,28 @@ def test_sigterm_lets_the_active_job_finish_within_the_grace_period(env: dict[st
     assert worker.wait(60) == 0
     status = queue.status("heavy-1")
     assert status is not None and (status.state, status.attemptsMade) == ("completed", 1)
+
+
+def test_long_running_worker_serves_prometheus_metrics(env: dict[str, str], workers: WorkerProcesses) -> None:
+    import urllib.request
+
+    from local.redis_server import free_port
+
+    port = free_port()
+    queue = queue_for(env)
+    job = heavy_job("small-1")
+    job["dryRun"] = True
+    queue.admit(job)
+    workers.start(PREVIEW_METRICS_PORT=str(port))
+    wait_for(lambda: (s := queue.status("small-1")) and s.state == "completed", 60, 0.05)
+
+    def scrape() -> str:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+                return str(response.read().decode())
+        except OSError:
+            return ""
+
+    text = wait_for(lambda: (t := scrape()) and 'outcome="dryrun"' in t and t, 10, 0.1)
+    assert 'preview_worker_job_outcomes_total{outcome="dryrun"} 1.0' in text
+    assert "preview_worker_job_duration_seconds_bucket" in text
