@@ -11,7 +11,7 @@ GIF stores a delay per frame natively, so each step is just one frame with its d
 from __future__ import annotations
 
 import contextlib
-import heapq
+import queue
 import threading
 from collections.abc import Callable
 from fractions import Fraction
@@ -71,9 +71,10 @@ def to_pal8(image: Image.Image) -> av.VideoFrame:
 
 
 class PreviewEncoder:
-    """Writes one preview file. Call `add_step` in timeline order from one thread; audio may be
-    encoded meanwhile from another thread with `encode_audio` (each stream has its own codec
-    context); `finish` then muxes both in time order. `abort` on failure."""
+    """Writes one preview file. Call `add_step` in timeline order; audio may be encoded meanwhile
+    on another thread with `encode_audio` (each stream has its own codec context, and only the
+    `add_step` thread touches the container: audio packets reach it through a queue). Then
+    `finish` once the audio is done, or `abort` on failure."""
 
     def __init__(self, path: Path, plan: RenderPlan, with_audio: bool) -> None:
         self.plan = plan
@@ -85,11 +86,13 @@ class PreviewEncoder:
         try:
             self.video = self._add_video(spec.video_encoder)
             self.audio = self._add_audio(spec.audio_encoder) if with_audio and spec.audio_encoder else None
+            # open both encoders and write the header now, before any thread starts encoding
+            self.container.start_encoding()
         except BaseException:
             self.container.close()
             raise
         self._durations: dict[int, int] = {}
-        self._video_packets: list[av.Packet] = []
+        self._audio_packets: queue.SimpleQueue[av.Packet] = queue.SimpleQueue()
 
     def _add_video(self, encoder: str) -> Any:
         plan = self.plan
@@ -147,45 +150,48 @@ class PreviewEncoder:
             # sample (MP4 sample table, GIF delay, Matroska block duration)
             if packet.pts is not None and self._durations.get(packet.pts):
                 packet.duration = self._durations[packet.pts]
-            self._video_packets.append(packet)
+            self.container.mux(packet)
+        self._drain_audio()
+
+    def _drain_audio(self) -> None:
+        # interleaved muxing orders the two streams by time, holding at most a few seconds
+        while True:
+            try:
+                packet = self._audio_packets.get_nowait()
+            except queue.Empty:
+                return
+            self.container.mux(packet)
 
     def encode_audio(self, read: Callable[[int], np.ndarray], total_samples: int,
-                     cancelled: threading.Event | None = None) -> list[av.Packet]:
+                     cancelled: threading.Event | None = None) -> None:
         """Encode `total_samples` of interleaved stereo float32 at 48 kHz pulled from `read`.
-        Meant to run in its own thread (PyAV encodes without the GIL) alongside the video."""
+        Meant to run on its own thread (PyAV encodes without the GIL) alongside the video."""
         if self.audio is None:
-            return []
-        packets: list[av.Packet] = []
+            return
         position = 0
         while position < total_samples:
             if cancelled is not None and cancelled.is_set():
-                return []
+                return
             count = min(AUDIO_CHUNK, total_samples - position)
             frame = av.AudioFrame.from_ndarray(
                 np.ascontiguousarray(read(count), np.float32).reshape(1, -1), format="flt", layout="stereo")
             frame.sample_rate = AUDIO_RATE
             frame.pts = position
             frame.time_base = Fraction(1, AUDIO_RATE)
-            packets.extend(self.audio.encode(frame))
+            for packet in self.audio.encode(frame):
+                self._audio_packets.put(packet)
             position += count
-        packets.extend(self.audio.encode(None))
-        return packets
+        for packet in self.audio.encode(None):
+            self._audio_packets.put(packet)
 
-    def finish(self, audio_packets: list[av.Packet] | None = None) -> None:
-        """Flush the video encoder and write every packet, both streams merged by timestamp so
-        the file is properly interleaved for progressive playback."""
+    def finish(self) -> None:
+        """Flush the video encoder, write what is left of the audio, close the file. The audio
+        thread, if any, must have finished."""
         self._encode_video(None)
-        for packet in heapq.merge(self._video_packets, audio_packets or [], key=_packet_time):
-            self.container.mux(packet)
-        self._video_packets.clear()
+        self._drain_audio()
         self.container.close()
 
     def abort(self) -> None:
         # the file is discarded anyway; the original error is what matters
         with contextlib.suppress(av.FFmpegError, OSError, ValueError):
             self.container.close()
-
-
-def _packet_time(packet: av.Packet) -> Fraction:
-    stamp = packet.dts if packet.dts is not None else packet.pts
-    return Fraction(stamp or 0) * packet.time_base

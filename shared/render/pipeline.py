@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +25,8 @@ from shared.settings import Settings
 # images are decoded again when their step comes (slower, but memory stays bounded even for
 # 100 distinct 1080p images).
 IMAGE_CACHE_BYTES = 256 * 1024 * 1024
-PRELOAD_THREADS = 4
+IMAGE_THREADS = 4
+PREFETCH_STEPS = 4
 
 ProgressCallback = Callable[[int], None]
 
@@ -70,9 +71,14 @@ class _Progress:
         self(start + (end - start) * done / max(1, total))
 
 
+def _threads(jobs: int) -> int:
+    return max(1, min(IMAGE_THREADS, os.cpu_count() or 1, jobs))
+
+
 class _Images:
-    """Step images, fitted to the frame, loaded once up front (so a bad asset fails the job
-    before any encoding) and reloaded later only if they did not fit the memory budget."""
+    """Step images, fitted to the frame. All are loaded once up front (so a bad asset fails the
+    job before any encoding) and kept while they fit the memory budget; the rest are loaded
+    again shortly before their step, in background threads, while earlier steps encode."""
 
     def __init__(self, plan: RenderPlan, loader: AssetLoader) -> None:
         self.plan = plan
@@ -90,11 +96,19 @@ class _Images:
         image = decode_image(data, asset_id, (plan.width, plan.height))
         return letterbox(image, plan.width, plan.height)
 
-    def keep(self, asset_id: str, fitted: Image.Image) -> None:
-        cost = fitted.width * fitted.height * 3
-        if cost <= self.budget:
+    @staticmethod
+    def _cost(image: Image.Image) -> int:
+        return image.width * image.height * 3
+
+    def _keep(self, asset_id: str, fitted: Image.Image) -> None:
+        if asset_id not in self.cache and self._cost(fitted) <= self.budget:
             self.cache[asset_id] = fitted
-            self.budget -= cost
+            self.budget -= self._cost(fitted)
+
+    def _release(self, asset_id: str) -> None:
+        image = self.cache.pop(asset_id, None)
+        if image is not None:
+            self.budget += self._cost(image)
 
     def preload(self, asset_ids: list[str], on_loaded: Callable[[int], None]) -> None:
         """Fetch, decode and fit every image, a few at a time in threads: Pillow's decoders and
@@ -103,7 +117,7 @@ class _Images:
         fitted images wait in memory beyond the cache."""
         if not asset_ids:
             return
-        workers = max(1, min(PRELOAD_THREADS, os.cpu_count() or 1, len(asset_ids)))
+        workers = _threads(len(asset_ids))
         window = workers * 2
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="render-assets") as pool:
             pending: deque[tuple[str, Future[Image.Image]]] = deque()
@@ -116,7 +130,7 @@ class _Images:
                     if not pending:
                         break
                     asset_id, future = pending.popleft()
-                    self.keep(asset_id, future.result())
+                    self._keep(asset_id, future.result())
                     done += 1
                     on_loaded(done)
             except BaseException:
@@ -124,23 +138,35 @@ class _Images:
                     future.cancel()
                 raise
 
-    def take(self, asset_id: str) -> Image.Image:
-        """The fitted image for one use; the cache lets go of it after its last use."""
-        self.remaining_uses[asset_id] -= 1
-        image = self.cache.get(asset_id) or self._load(asset_id)
-        if self.remaining_uses[asset_id] <= 0:
-            self.cache.pop(asset_id, None)
-        return image
+    def in_step_order(self, pool: ThreadPoolExecutor) -> Generator[Image.Image | None, None, None]:
+        """The fitted image of each step (None for steps without one), in timeline order.
+        Images not cached are loaded on `pool` a few steps ahead of their use."""
+        steps = self.plan.steps
+        loading: dict[str, Future[Image.Image]] = {}
+        for index, step in enumerate(steps):
+            for ahead in steps[index:index + PREFETCH_STEPS]:
+                wanted = ahead.asset_id
+                if wanted is not None and wanted not in self.cache and wanted not in loading:
+                    loading[wanted] = pool.submit(self._load, wanted)
+            asset_id = step.asset_id
+            if asset_id is None:
+                yield None
+                continue
+            image = self.cache.get(asset_id)
+            if image is None:
+                image = loading.pop(asset_id).result()
+            self.remaining_uses[asset_id] -= 1
+            if self.remaining_uses[asset_id] > 0:
+                self._keep(asset_id, image)  # room may have freed up since the preload
+            else:
+                self._release(asset_id)
+            yield image
 
 
-def _check_assets(plan: RenderPlan, loader: AssetLoader, images: _Images, report: _Progress,
-                  end_pct: float) -> dict[str, bytes]:
-    """Load every referenced asset and prove it decodes. Returns the audio bytes for the mix."""
+def _check_audio(plan: RenderPlan, loader: AssetLoader) -> dict[str, bytes]:
+    """Fetch narration and music and prove they decode; returns their bytes for the mix."""
     audio: dict[str, bytes] = {}
-    image_ids, audio_ids = plan.image_asset_ids(), plan.audio_asset_ids()
-    total = len(image_ids) + len(audio_ids)
-    images.preload(image_ids, lambda done: report.span(1, end_pct, done, total))
-    for done, asset_id in enumerate(audio_ids, start=len(image_ids)):
+    for asset_id in plan.audio_asset_ids():
         data = loader.fetch(plan.assets[asset_id])
         source = PcmSource(data, asset_id)
         try:
@@ -150,14 +176,15 @@ def _check_assets(plan: RenderPlan, loader: AssetLoader, images: _Images, report
         finally:
             source.close()
         audio[asset_id] = data
-        report.span(1, end_pct, done + 1, total)
     return audio
 
 
 def _encode(plan: RenderPlan, out_dir: Path, images: _Images, audio: dict[str, bytes],
             report: _Progress) -> None:
     """Slides are composed and encoded on this thread while helper threads encode the audio
-    and write the poster: all three spend their time in C code that releases the GIL."""
+    and write the poster: all of them spend their time in C code that releases the GIL. The
+    audio (the slowest part for long previews: AAC runs ~100x real time) starts first, while
+    the step images are still being loaded and checked."""
     spec = plan.spec
     final = out_dir / spec.filename
     partial = out_dir / f".{spec.filename}.part"
@@ -170,20 +197,25 @@ def _encode(plan: RenderPlan, out_dir: Path, images: _Images, audio: dict[str, b
         )
     encoder = PreviewEncoder(partial, plan, with_audio=mix is not None)
     helpers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="render-encode")
+    loaders = ThreadPoolExecutor(max_workers=_threads(len(plan.steps)), thread_name_prefix="render-assets")
     cancelled = threading.Event()
+    step_images = images.in_step_order(loaders)
     try:
         audio_job = helpers.submit(encoder.encode_audio, mix.read, plan.total_samples, cancelled) if mix else None
+        image_ids = plan.image_asset_ids()
+        images.preload(image_ids, lambda done: report.span(2, 15, done, len(image_ids)))
         poster: Future[None] | None = None
         last = len(plan.steps) - 1
-        for step in plan.steps:
-            image = images.take(step.asset_id) if step.asset_id is not None else None
+        for step, image in zip(plan.steps, step_images, strict=True):
             frame = compose(plan.width, plan.height, image, step.title, step.text,
                             plan.include_captions, title_card=plan.title_card)
             if step.index == 0:
                 poster = helpers.submit(frame.save, out_dir / outputs.POSTER, format="PNG")
             encoder.add_step(frame, step.start_frame, step.end_frame, is_last=step.index == last)
             report.span(15, 95, step.index + 1, len(plan.steps))
-        encoder.finish(audio_job.result() if audio_job else None)
+        if audio_job is not None:
+            audio_job.result()
+        encoder.finish()
         if poster is not None:
             poster.result()
     except BaseException:
@@ -193,6 +225,8 @@ def _encode(plan: RenderPlan, out_dir: Path, images: _Images, audio: dict[str, b
         partial.unlink(missing_ok=True)
         raise
     finally:
+        step_images.close()
+        loaders.shutdown(wait=True, cancel_futures=True)
         helpers.shutdown(wait=True)
         if mix is not None:
             mix.close()
@@ -216,12 +250,15 @@ def render_preview(payload: Mapping[str, Any], out_dir: Path, settings: Settings
 
     loader = AssetLoader(settings)
     images = _Images(plan, loader)
-    audio = _check_assets(plan, loader, images, report, 90 if plan.dry_run else 15)
+    audio = _check_audio(plan, loader)
+    report(2)
 
     summary = plan.to_summary()
     if plan.dry_run:
+        image_ids = plan.image_asset_ids()
+        images.preload(image_ids, lambda done: report.span(2, 90, done, len(image_ids)))
         names = [outputs.SUMMARY]
-    else:
+    else:  # images are checked inside, while the audio already encodes
         _encode(plan, out_dir, images, audio, report)
         outputs.write_text(out_dir / outputs.CAPTIONS, outputs.captions_vtt(plan))
         names = [plan.spec.filename, outputs.POSTER, outputs.CAPTIONS, outputs.SUMMARY]

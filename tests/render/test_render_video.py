@@ -254,3 +254,29 @@ def test_render_leaves_the_gil_to_other_threads(settings: Settings, tmp_path: Pa
         stop.set()
         thread.join()
     assert max(gaps) < 0.5, max(gaps)
+
+
+@pytest.mark.parametrize("cache_bytes", [0, 320 * 240 * 3])
+def test_images_beyond_the_memory_budget_are_reloaded(settings: Settings, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch, cache_bytes: int) -> None:
+    import shared.render.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "IMAGE_CACHE_BYTES", cache_bytes)
+    job = colour_job([0.5, 0.5, 0.5], "mp4", fps=FPS)
+    steps = job["previewRequest"]["steps"]
+    steps += [dict(steps[0], durationSec=0.5), dict(steps[1], durationSec=0.5), dict(steps[0], durationSec=0.5)]
+    render(job, tmp_path / "out", settings)
+    decoded = decode(tmp_path / "out" / "preview.mp4")
+    for index, colour in enumerate([0, 1, 2, 0, 1, 0]):
+        pixel = centre(frame_at(decoded, index * 0.5 + 0.25))
+        assert np.abs(pixel - COLORS[colour]).max() <= TOLERANCE, (index, pixel)
+
+
+def test_bad_image_found_while_audio_encodes(settings: Settings, tmp_path: Path) -> None:
+    job = colour_job([1.0, 1.0, 1.0], "webm", audio_seconds=3.0)
+    job["previewRequest"]["assets"][2]["uri"] = "missing.png"
+    out = tmp_path / "out"
+    with pytest.raises(InvalidAsset, match="'img-2'.*not found"):
+        render_preview(job, out, settings)
+    assert list(out.iterdir()) == []
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("render-")]
