@@ -71,10 +71,14 @@ def to_pal8(image: Image.Image) -> av.VideoFrame:
 
 
 class PreviewEncoder:
-    """Writes one preview file. Call `add_step` in timeline order; audio may be encoded meanwhile
-    on another thread with `encode_audio` (each stream has its own codec context, and only the
-    `add_step` thread touches the container: audio packets reach it through a queue). Then
-    `finish` once the audio is done, or `abort` on failure."""
+    """Writes one preview file. Call `add_step` in timeline order, then `finish` (or `abort`).
+
+    Audio, when present, must be encoded concurrently on another thread with `encode_audio`:
+    each stream has its own codec context, and only the `add_step` thread touches the
+    container. Audio packets reach it through a queue and are muxed strictly in time order
+    with the video (a video packet waits for the audio up to its timestamp), so the file is
+    well interleaved and byte-identical from run to run whatever the thread timing.
+    """
 
     def __init__(self, path: Path, plan: RenderPlan, with_audio: bool) -> None:
         self.plan = plan
@@ -92,7 +96,9 @@ class PreviewEncoder:
             self.container.close()
             raise
         self._durations: dict[int, int] = {}
-        self._audio_packets: queue.SimpleQueue[av.Packet] = queue.SimpleQueue()
+        self._audio_packets: queue.SimpleQueue[av.Packet | None] = queue.SimpleQueue()  # None: the end
+        self._audio_next: av.Packet | None = None
+        self._audio_done = self.audio is None
 
     def _add_video(self, encoder: str) -> Any:
         plan = self.plan
@@ -150,48 +156,61 @@ class PreviewEncoder:
             # sample (MP4 sample table, GIF delay, Matroska block duration)
             if packet.pts is not None and self._durations.get(packet.pts):
                 packet.duration = self._durations[packet.pts]
+            self._mux_audio_until(_packet_time(packet))
             self.container.mux(packet)
-        self._drain_audio()
 
-    def _drain_audio(self) -> None:
-        # interleaved muxing orders the two streams by time, holding at most a few seconds
-        while True:
-            try:
-                packet = self._audio_packets.get_nowait()
-            except queue.Empty:
+    def _mux_audio_until(self, limit: Fraction | None) -> None:
+        """Mux the audio packets earlier than `limit` (all of them when None), waiting for the
+        audio thread to produce them."""
+        while not self._audio_done:
+            if self._audio_next is None:
+                self._audio_next = self._audio_packets.get()
+                if self._audio_next is None:
+                    self._audio_done = True
+                    return
+            if limit is not None and _packet_time(self._audio_next) >= limit:
                 return
-            self.container.mux(packet)
+            self.container.mux(self._audio_next)
+            self._audio_next = None
 
     def encode_audio(self, read: Callable[[int], np.ndarray], total_samples: int,
                      cancelled: threading.Event | None = None) -> None:
         """Encode `total_samples` of interleaved stereo float32 at 48 kHz pulled from `read`.
-        Meant to run on its own thread (PyAV encodes without the GIL) alongside the video."""
+        Runs on its own thread (PyAV encodes without the GIL) alongside the video."""
         if self.audio is None:
             return
-        position = 0
-        while position < total_samples:
-            if cancelled is not None and cancelled.is_set():
-                return
-            count = min(AUDIO_CHUNK, total_samples - position)
-            frame = av.AudioFrame.from_ndarray(
-                np.ascontiguousarray(read(count), np.float32).reshape(1, -1), format="flt", layout="stereo")
-            frame.sample_rate = AUDIO_RATE
-            frame.pts = position
-            frame.time_base = Fraction(1, AUDIO_RATE)
-            for packet in self.audio.encode(frame):
+        try:
+            position = 0
+            while position < total_samples:
+                if cancelled is not None and cancelled.is_set():
+                    return
+                count = min(AUDIO_CHUNK, total_samples - position)
+                frame = av.AudioFrame.from_ndarray(
+                    np.ascontiguousarray(read(count), np.float32).reshape(1, -1), format="flt", layout="stereo")
+                frame.sample_rate = AUDIO_RATE
+                frame.pts = position
+                frame.time_base = Fraction(1, AUDIO_RATE)
+                for packet in self.audio.encode(frame):
+                    self._audio_packets.put(packet)
+                position += count
+            for packet in self.audio.encode(None):
                 self._audio_packets.put(packet)
-            position += count
-        for packet in self.audio.encode(None):
-            self._audio_packets.put(packet)
+        finally:
+            self._audio_packets.put(None)  # always: the muxing thread may be waiting for it
 
     def finish(self) -> None:
-        """Flush the video encoder, write what is left of the audio, close the file. The audio
-        thread, if any, must have finished."""
+        """Flush the video encoder, write the rest of the audio (waiting for the audio thread to
+        end), close the file."""
         self._encode_video(None)
-        self._drain_audio()
+        self._mux_audio_until(None)
         self.container.close()
 
     def abort(self) -> None:
         # the file is discarded anyway; the original error is what matters
         with contextlib.suppress(av.FFmpegError, OSError, ValueError):
             self.container.close()
+
+
+def _packet_time(packet: av.Packet) -> Fraction:
+    stamp = packet.dts if packet.dts is not None else packet.pts
+    return Fraction(stamp or 0) * packet.time_base

@@ -213,9 +213,9 @@ def _encode(plan: RenderPlan, out_dir: Path, images: _Images, audio: dict[str, b
                 poster = helpers.submit(frame.save, out_dir / outputs.POSTER, format="PNG")
             encoder.add_step(frame, step.start_frame, step.end_frame, is_last=step.index == last)
             report.span(15, 95, step.index + 1, len(plan.steps))
-        if audio_job is not None:
-            audio_job.result()
         encoder.finish()
+        if audio_job is not None:
+            audio_job.result()  # an audio failure (say, a corrupt stretch) surfaces here
         if poster is not None:
             poster.result()
     except BaseException:

@@ -280,3 +280,16 @@ def test_bad_image_found_while_audio_encodes(settings: Settings, tmp_path: Path)
         render_preview(job, out, settings)
     assert list(out.iterdir()) == []
     assert not [t.name for t in threading.enumerate() if t.name.startswith("render-")]
+
+
+def test_long_preview_with_audio_is_byte_identical(settings: Settings, tmp_path: Path) -> None:
+    """Past the muxer's 10 s interleaving window, thread timing could reorder packets; the
+    encoder muxes strictly by time so the bytes stay the same."""
+    job = colour_job([9.0, 8.0, 7.0], "mp4", audio_seconds=24.0, resolution="160x120", fps=5)
+    digests = set()
+    for attempt in range(2):
+        result, _ = render(job, tmp_path / f"out-{attempt}", settings)
+        digests.add(next(f["sha256"] for f in result.manifest["files"] if f["name"] == "preview.mp4"))
+    assert len(digests) == 1
+    decoded = decode(tmp_path / "out-0" / "preview.mp4")
+    assert abs(decoded.audio_seconds - 24.0) < 0.05 and abs(decoded.duration - 24.0) <= 0.2
