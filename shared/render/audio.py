@@ -115,8 +115,3 @@ class AudioMix:
             out += self.music.read(count) * self.music_volume
         np.clip(out, -1.0, 1.0, out=out)
         return out
-
-    def close(self) -> None:
-        for source in (self.narration, self.music):
-            if source is not None:
-                source.close()

@@ -188,19 +188,21 @@ def _encode(plan: RenderPlan, out_dir: Path, images: _Images, audio: dict[str, b
     spec = plan.spec
     final = out_dir / spec.filename
     partial = out_dir / f".{spec.filename}.part"
-    mix = None
-    if plan.has_audio:
-        mix = AudioMix(
-            PcmSource(audio[plan.narration], plan.narration) if plan.narration else None,
-            PcmSource(audio[plan.music], plan.music) if plan.music else None,
-            plan.music_volume,
-        )
-    encoder = PreviewEncoder(partial, plan, with_audio=mix is not None)
+    sources: list[PcmSource] = []
+    encoder: PreviewEncoder | None = None
     helpers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="render-encode")
     loaders = ThreadPoolExecutor(max_workers=_threads(len(plan.steps)), thread_name_prefix="render-assets")
     cancelled = threading.Event()
     step_images = images.in_step_order(loaders)
     try:
+        mix = None
+        if plan.has_audio:
+            narration = PcmSource(audio[plan.narration], plan.narration) if plan.narration else None
+            sources += [narration] if narration else []
+            music = PcmSource(audio[plan.music], plan.music) if plan.music else None
+            sources += [music] if music else []
+            mix = AudioMix(narration, music, plan.music_volume)
+        encoder = PreviewEncoder(partial, plan, with_audio=mix is not None)
         audio_job = helpers.submit(encoder.encode_audio, mix.read, plan.total_samples, cancelled) if mix else None
         image_ids = plan.image_asset_ids()
         images.preload(image_ids, lambda done: report.span(2, 15, done, len(image_ids)))
@@ -221,15 +223,16 @@ def _encode(plan: RenderPlan, out_dir: Path, images: _Images, audio: dict[str, b
     except BaseException:
         cancelled.set()
         helpers.shutdown(wait=True, cancel_futures=True)  # before the container goes away
-        encoder.abort()
+        if encoder is not None:
+            encoder.abort()
         partial.unlink(missing_ok=True)
         raise
     finally:
         step_images.close()
         loaders.shutdown(wait=True, cancel_futures=True)
         helpers.shutdown(wait=True)
-        if mix is not None:
-            mix.close()
+        for source in sources:
+            source.close()
     os.replace(partial, final)
 
 
