@@ -52,6 +52,7 @@ _CONTAINER_OPTIONS: dict[str, dict[str, str]] = {
 _AUDIO_BITRATE = {"aac": 128_000, "libopus": 96_000}
 GIF_TIME_BASE = Fraction(1, 100)  # GIF delays are in centiseconds
 AUDIO_CHUNK = AUDIO_RATE // 2
+AUDIO_WAIT_SECONDS = 0.5
 
 
 def to_yuv(image: Image.Image) -> av.VideoFrame:
@@ -80,8 +81,10 @@ class PreviewEncoder:
     well interleaved and byte-identical from run to run whatever the thread timing.
     """
 
-    def __init__(self, path: Path, plan: RenderPlan, with_audio: bool) -> None:
+    def __init__(self, path: Path, plan: RenderPlan, with_audio: bool,
+                 waiting: Callable[[], None] | None = None) -> None:
         self.plan = plan
+        self.waiting = waiting  # called about every AUDIO_WAIT_SECONDS while the audio lags
         spec = plan.spec
         self.is_gif = spec.name == "gif"
         self.force_keyframes = _FORCE_KEYFRAMES[spec.video_encoder]
@@ -164,7 +167,12 @@ class PreviewEncoder:
         audio thread to produce them."""
         while not self._audio_done:
             if self._audio_next is None:
-                self._audio_next = self._audio_packets.get()
+                try:
+                    self._audio_next = self._audio_packets.get(timeout=AUDIO_WAIT_SECONDS)
+                except queue.Empty:
+                    if self.waiting is not None:
+                        self.waiting()  # lets the caller abort a long wait (lost lease, shutdown)
+                    continue
                 if self._audio_next is None:
                     self._audio_done = True
                     return

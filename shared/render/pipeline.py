@@ -53,19 +53,23 @@ class RenderResult:
 
 
 class _Progress:
-    """Forwards only strictly increasing percentages; exceptions from the callback propagate
-    (the worker raises from it when its lease is lost, which must stop the render)."""
+    """Forwards percentages that never go down, at least once per step: the callback is also
+    how the caller stops a render (it raises when the job's lease is lost or the worker shuts
+    down), so it must be consulted regularly even when the number has not moved. Exceptions
+    from it propagate."""
 
     def __init__(self, callback: ProgressCallback | None) -> None:
         self.callback = callback
         self.last = -1
 
     def __call__(self, pct: float) -> None:
-        value = max(0, min(100, int(pct)))
-        if value > self.last:
-            self.last = value
-            if self.callback is not None:
-                self.callback(value)
+        self.last = max(self.last, max(0, min(100, int(pct))))
+        if self.callback is not None:
+            self.callback(self.last)
+
+    def tick(self) -> None:
+        """Consult the callback again without new progress (during long waits)."""
+        self(self.last)
 
     def span(self, start: float, end: float, done: int, total: int) -> None:
         self(start + (end - start) * done / max(1, total))
@@ -202,7 +206,7 @@ def _encode(plan: RenderPlan, out_dir: Path, images: _Images, audio: dict[str, b
             music = PcmSource(audio[plan.music], plan.music) if plan.music else None
             sources += [music] if music else []
             mix = AudioMix(narration, music, plan.music_volume)
-        encoder = PreviewEncoder(partial, plan, with_audio=mix is not None)
+        encoder = PreviewEncoder(partial, plan, with_audio=mix is not None, waiting=report.tick)
         audio_job = helpers.submit(encoder.encode_audio, mix.read, plan.total_samples, cancelled) if mix else None
         image_ids = plan.image_asset_ids()
         images.preload(image_ids, lambda done: report.span(2, 15, done, len(image_ids)))

@@ -45,7 +45,7 @@ def test_render_formats(settings: Settings, tmp_path: Path, fmt: str, with_audio
     assert result.files == sorted(["container.json", "captions.vtt", "poster.png", "preview.json", f"preview.{fmt}"])
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == result.files
     assert progress[0] == 0 and progress[-1] == 100
-    assert progress == sorted(set(progress)) and len(progress) >= len(DURATIONS) + 2
+    assert progress == sorted(progress) and len(set(progress)) >= len(DURATIONS) + 2
 
     decoded = decode(tmp_path / "out" / f"preview.{fmt}")
     assert (decoded.width, decoded.height) == (320, 240)
@@ -293,3 +293,26 @@ def test_long_preview_with_audio_is_byte_identical(settings: Settings, tmp_path:
     assert len(digests) == 1
     decoded = decode(tmp_path / "out-0" / "preview.mp4")
     assert abs(decoded.audio_seconds - 24.0) < 0.05 and abs(decoded.duration - 24.0) <= 0.2
+
+
+def test_waiting_for_audio_consults_the_callback(settings: Settings, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the muxer waits on a slow audio thread, the progress callback is still called, so
+    a lost lease stops the render instead of waiting the audio out."""
+    from shared.render import encode
+    from shared.render.plan import plan_preview
+
+    class Stop(Exception):
+        pass
+
+    def waiting() -> None:
+        raise Stop()
+
+    monkeypatch.setattr(encode, "AUDIO_WAIT_SECONDS", 0.01)
+    plan = plan_preview(colour_job([1.0], "mp4", audio_seconds=1.0), settings)
+    encoder = encode.PreviewEncoder(tmp_path / "x.mp4", plan, with_audio=True, waiting=waiting)
+    from PIL import Image
+
+    with pytest.raises(Stop):  # no audio thread ever delivers: the wait must not hang
+        encoder.add_step(Image.new("RGB", (320, 240)), 0, 30, is_last=True)
+    encoder.abort()
