@@ -16,13 +16,14 @@ from jsonschema import Draft7Validator, FormatChecker, validators
 from jsonschema.exceptions import ValidationError
 
 from shared.errors import InvalidPayload, InvalidRequest, PayloadTooLarge
+from shared.render.plan import DEFAULT_STEP_MS, MAX_HEIGHT, MAX_TOTAL_MS, MAX_WIDTH, MIN_SIDE
 from shared.settings import Settings
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "preview-job.schema.json"
 
-MAX_TOTAL_SECONDS = 600
-MAX_WIDTH, MAX_HEIGHT = 1920, 1080
-DEFAULT_STEP_SECONDS = 3.0
+# The renderer's limits are the contract's limits: one definition, in the (media-free) plan module.
+MAX_TOTAL_SECONDS = MAX_TOTAL_MS // 1000
+DEFAULT_STEP_SECONDS = DEFAULT_STEP_MS / 1000
 
 
 @lru_cache(maxsize=1)
@@ -149,9 +150,11 @@ def semantic_errors(document: dict[str, Any], settings: Settings) -> list[dict[s
     resolution = request.get("options", {}).get("resolution")
     if resolution is not None:
         width, height = (int(v) for v in resolution.split("x"))
-        if width % 2 or height % 2 or width > MAX_WIDTH or height > MAX_HEIGHT or width < 16 or height < 16:
+        too_big = width > MAX_WIDTH or height > MAX_HEIGHT
+        if width % 2 or height % 2 or too_big or width < MIN_SIDE or height < MIN_SIDE:
             errors.append({"path": "/previewRequest/options/resolution",
-                           "message": f"resolution must be even, between 16x16 and {MAX_WIDTH}x{MAX_HEIGHT}"})
+                           "message": f"resolution must be even, between {MIN_SIDE}x{MIN_SIDE} and "
+                                      f"{MAX_WIDTH}x{MAX_HEIGHT}"})
     return errors
 
 

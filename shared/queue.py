@@ -24,8 +24,15 @@ from shared.settings import Settings
 _SCRIPT_NAMES = ("admit", "claim", "heartbeat", "complete", "fail", "release", "recover")
 
 
+_RETENTION_USERS = {"complete", "fail", "recover"}
+
+
 def _load_script(name: str) -> str:
-    return resources.files("shared.lua").joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    folder = resources.files("shared.lua")
+    source = folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    if name in _RETENTION_USERS:
+        source = folder.joinpath("_retention.lua").read_text(encoding="utf-8") + source
+    return source
 
 
 SCRIPT_SOURCES = {name: _load_script(name) for name in _SCRIPT_NAMES}

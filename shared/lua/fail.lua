@@ -17,16 +17,5 @@ if ARGV[6] == '1' and attempts < tonumber(state[3]) then
 end
 redis.call('HSET', KEYS[1], 'state', 'failed', 'finishedOn', string.format('%d', now))
 redis.call('ZADD', KEYS[4], now, ARGV[1])
-local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. (now - tonumber(ARGV[8])), 'LIMIT', 0, 500)
-for _, id in ipairs(old) do
-  redis.call('DEL', ARGV[3] .. id)
-  redis.call('ZREM', KEYS[4], id)
-end
-local extra = redis.call('ZCARD', KEYS[4]) - tonumber(ARGV[9])
-if extra > 0 then
-  for _, id in ipairs(redis.call('ZRANGE', KEYS[4], 0, extra - 1)) do
-    redis.call('DEL', ARGV[3] .. id)
-  end
-  redis.call('ZREMRANGEBYRANK', KEYS[4], 0, extra - 1)
-end
+apply_retention(KEYS[4], ARGV[3], now, tonumber(ARGV[8]), tonumber(ARGV[9]))
 return {'failed', attempts}

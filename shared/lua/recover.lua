@@ -30,12 +30,6 @@ for _, id in ipairs(expired) do
   end
 end
 if #failed > 0 then
-  local extra = redis.call('ZCARD', KEYS[3]) - tonumber(ARGV[4])
-  if extra > 0 then
-    for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, extra - 1)) do
-      redis.call('DEL', ARGV[1] .. id)
-    end
-    redis.call('ZREMRANGEBYRANK', KEYS[3], 0, extra - 1)
-  end
+  apply_retention(KEYS[3], ARGV[1], now, tonumber(ARGV[3]), tonumber(ARGV[4]))
 end
 return {requeued, failed}
