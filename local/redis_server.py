@@ -40,15 +40,30 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: ask for SIGTERM when the parent thread exits (Linux)."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            pr_set_pdeathsig = 1
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 class RedisServer:
     """One redis-server child process bound to 127.0.0.1 only."""
 
     def __init__(self, data_dir: Path, port: int | None = None, *, appendonly: bool = False,
-                 password: str | None = None) -> None:
+                 password: str | None = None, die_with_parent: bool = False) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.appendonly = appendonly
         self.password = password
+        # Linux only: the kernel stops the server if this process dies without cleaning up, so
+        # no orphan keeps writing the same append-only file as the next run's server.
+        self.die_with_parent = die_with_parent
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -72,7 +87,8 @@ class RedisServer:
         ]
         if self.password:
             args += ["--requirepass", self.password]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        preexec_fn=_die_with_parent if self.die_with_parent else None)
         deadline = time.monotonic() + timeout
         client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=0.5)
         try:

@@ -1,0 +1,154 @@
+"""One OpenAPI 3.1 document for every route of the template, and a Swagger UI page.
+
+Operations come from the template's HttpApi events (summary: the function's Description,
+description: its handler module's docstring); a body-carrying route gets the payload schema
+from `schemas/*.schema.json` (draft-07 `definitions` moved to `components/schemas`) and the
+request bodies of its event fixtures as examples. Nothing here lists routes by hand."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from local.template import HttpRoute, Template
+
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+_ANY_METHODS = ("get", "post", "put", "patch", "delete")
+_EXAMPLE_LIMIT = 4096
+
+
+def _load_schemas(root: Path) -> dict[str, dict[str, Any]]:
+    """Each schema file's components, keyed by its title, refs rewritten to components."""
+    components: dict[str, dict[str, Any]] = {}
+    for path in sorted((root / "schemas").glob("*.schema.json")):
+        schema = json.loads(path.read_text())
+        title = re.sub(r"[^A-Za-z0-9._-]", "", str(schema.get("title") or path.name.split(".")[0]))
+        definitions = schema.pop("definitions", {}) or {}
+        # $id would re-base every $ref inside; $schema belongs to the standalone file.
+        schema.pop("$id", None)
+        schema.pop("$schema", None)
+
+        def rewrite(node: Any, title: str = title) -> Any:
+            if isinstance(node, dict):
+                out = {k: rewrite(v) for k, v in node.items()}
+                ref = out.get("$ref")
+                if isinstance(ref, str):
+                    if ref == "#":
+                        out["$ref"] = f"#/components/schemas/{title}"
+                    elif ref.startswith("#/definitions/"):
+                        out["$ref"] = f"#/components/schemas/{title}.{ref.removeprefix('#/definitions/')}"
+                return out
+            if isinstance(node, list):
+                return [rewrite(v) for v in node]
+            return node
+
+        components[title] = rewrite(schema)
+        for name, definition in definitions.items():
+            components[f"{title}.{name}"] = rewrite(definition)
+    return components
+
+
+def _examples(root: Path, template: Template, route: HttpRoute) -> dict[str, Any]:
+    spec = template.functions[route.function]
+    examples: dict[str, Any] = {}
+    for path in sorted((root / "events" / spec.folder).glob("*.json")):
+        try:
+            event = json.loads(path.read_text())
+        except ValueError:
+            continue
+        body = event.get("body") if isinstance(event, dict) else None
+        if event.get("routeKey") != route.route_key or not isinstance(body, str) or event.get("isBase64Encoded"):
+            continue
+        if len(body) > _EXAMPLE_LIMIT:
+            continue
+        try:
+            examples[path.stem] = {"value": json.loads(body)}
+        except ValueError:
+            continue
+    return examples
+
+
+def _parameters(path: str) -> list[dict[str, Any]]:
+    return [
+        {"name": name.rstrip("+"), "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in re.findall(r"\{([^}]+)\}", path)
+    ]
+
+
+def build_openapi(template: Template, *, protected: set[str] | None = None) -> dict[str, Any]:
+    """`protected`: route keys that need the API key (None: no key configured)."""
+    root = template.path.parent  # schemas/ and events/ sit beside the template
+    schemas = _load_schemas(root)
+    payload = next((name for name in schemas if "." not in name), None)
+    paths: dict[str, dict[str, Any]] = {}
+    for route in template.routes():
+        if route.path is None:
+            continue
+        spec = template.functions[route.function]
+        module = sys.modules.get(spec.module)
+        operation: dict[str, Any] = {
+            "operationId": spec.logical_id if len(spec.routes) == 1 else f"{spec.logical_id}{route.event}",
+            "summary": spec.description or spec.logical_id,
+            "tags": [spec.folder],
+            "responses": {"default": {
+                "description": "JSON answer of the function (see the description for status codes)",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }},
+        }
+        if module is not None and module.__doc__:
+            operation["description"] = module.__doc__.strip()
+        if _parameters(route.path):
+            operation["parameters"] = _parameters(route.path)
+        if route.method in _BODY_METHODS and payload:
+            media: dict[str, Any] = {"schema": {"$ref": f"#/components/schemas/{payload}"}}
+            examples = _examples(root, template, route)
+            if examples:
+                media["examples"] = examples
+            operation["requestBody"] = {"required": True, "content": {"application/json": media}}
+        if protected is not None:
+            operation["security"] = [{"apiKey": []}, {"bearer": []}] if route.route_key in protected else []
+            if route.route_key in protected:
+                operation["responses"]["401"] = {"description": "missing or wrong API key"}
+        openapi_path = re.sub(r"\{([^}]+)\+\}", r"{\1}", route.path)
+        methods = _ANY_METHODS if route.method == "ANY" else (route.method.lower(),)
+        for method in methods:
+            paths.setdefault(openapi_path, {})[method] = operation
+    document: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Preview job service (local emulator)",
+            "version": "local",
+            "description": f"Routes of {template.path.name}, served by `python -m local serve`.",
+        },
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }
+    if protected is not None:
+        document["components"]["securitySchemes"] = {
+            "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+            "bearer": {"type": "http", "scheme": "bearer"},
+        }
+    return document
+
+
+DOCS_HTML = """<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>Preview service API (local)</title>
+  <link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <noscript>The interactive docs need JavaScript; the document itself is at
+    <a href="openapi.json">openapi.json</a>.</noscript>
+  <script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js" crossorigin></script>
+  <script>
+    window.ui = SwaggerUIBundle({url: "openapi.json", dom_id: "#swagger-ui", deepLinking: true});
+  </script>
+</body>
+</html>
+"""

@@ -1,0 +1,372 @@
+"""The Starlette app: the template's HTTP API routes in front of the in-process functions,
+plus what the cloud would provide around them (signed artifact URLs, metrics, docs, the
+long-running render worker, schedules, async invokes)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import re
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from local import isolation
+from local.events import BadResponse, http_event, http_response
+from local.openapi import DOCS_HTML, build_openapi
+from local.runtime import FunctionRuntime, HandlerFailed
+from local.template import API_ID, FunctionSpec, HttpRoute, Template
+
+log = logging.getLogger("local.server")
+
+MAX_REQUEST_BYTES = 10 * 1024 * 1024  # HTTP API's request size limit
+INTEGRATION_TIMEOUT_S = 30  # HTTP API gives up on an integration after 30 s, whatever the function's Timeout
+_JSON = (b"content-type", b"application/json")
+
+
+@dataclass
+class ServerOptions:
+    host: str = "127.0.0.1"
+    port: int = 3000
+    api_key: str = ""
+    schedule_scale: float = 1.0
+    schedules: bool = True
+    worker: bool = True
+    access_log: bool = True
+    fast_shutdown: bool = False  # under --reload: hand running jobs back at once instead of finishing them
+    redis: str = ""  # how Redis is provided, for the banner
+    worker_function: str | None = None  # logical id of the function run as a long-running worker
+    on_ready: Callable[[], None] | None = field(default=None, repr=False)
+
+
+class RawResponse(Response):
+    """A response with headers exactly as given (repeated Set-Cookie included)."""
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.status_code = status
+        self.body = body
+        self.background = None
+        self.raw_headers = [(k.lower(), v) for k, v in headers if k.lower() != b"content-length"]
+        self.raw_headers.append((b"content-length", str(len(body)).encode()))
+
+
+def message(status: int, text: str, extra: Iterable[tuple[bytes, bytes]] = ()) -> RawResponse:
+    """API Gateway's own answers: `{"message": "..."}`."""
+    return RawResponse(status, [_JSON, *extra], json.dumps({"message": text}).encode())
+
+
+class ApiKeyGuard:
+    """Like an API key authorizer: `x-api-key: KEY` or `Authorization: Bearer KEY` on every
+    route but the exempt ones, else 401 before any function runs."""
+
+    def __init__(self, app: ASGIApp, key: str, exempt: Callable[[str, str], bool]) -> None:
+        self.app = app
+        self.key = key.encode()
+        self.exempt = exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.exempt(scope["method"], scope["path"]) or self._has_key(scope):
+            await self.app(scope, receive, send)
+            return
+        await message(401, "Unauthorized")(scope, receive, send)
+
+    def _has_key(self, scope: Scope) -> bool:
+        for name, value in scope["headers"]:
+            if name == b"x-api-key":
+                candidate = value
+            elif name == b"authorization" and value[:7].lower() == b"bearer ":
+                candidate = value[7:].strip()
+            else:
+                continue
+            if hmac.compare_digest(candidate, self.key):
+                return True
+        return False
+
+
+def starlette_path(path: str) -> str:
+    """`{jobId}` stays, a greedy `{proxy+}` becomes `{proxy:path}`."""
+    return re.sub(r"\{([^}]+)\+\}", r"{\1:path}", path)
+
+
+def _specificity(route: HttpRoute) -> tuple[int, int, int]:
+    """API Gateway prefers the most specific route; Starlette takes the first that matches."""
+    if route.path is None:
+        return (3, 0, 0)
+    greedy = "+}" in route.path
+    params = route.path.count("{")
+    return (2 if greedy else 1 if params else 0, params, -len(route.path))
+
+
+def is_health_route(route: HttpRoute) -> bool:
+    """Health checks stay open without the key (load balancers and probes carry none)."""
+    return route.method in ("GET", "ANY") and route.path is not None and \
+        route.path.rstrip("/").rsplit("/", 1)[-1] in ("health", "healthz")
+
+
+class Emulator:
+    def __init__(self, template: Template, runtime: FunctionRuntime, options: ServerOptions) -> None:
+        self.template = template
+        self.runtime = runtime
+        self.options = options
+        self.worker: Any = None
+        self.worker_thread: threading.Thread | None = None
+        self.scheduler: Any = None
+        self._open_paths = {route.path for route in template.routes() if is_health_route(route)}
+
+    # -- app
+
+    def app(self) -> Starlette:
+        routes: list[BaseRoute] = []
+        for route in sorted(self.template.routes(), key=_specificity):
+            spec = self.template.functions[route.function]
+            path = "/{path:path}" if route.path is None else starlette_path(route.path)
+            methods = None if route.method == "ANY" else [route.method]
+            routes.append(Route(path, self._endpoint(spec, route), methods=methods, name=route.route_key))
+        routes[:0] = [
+            Route("/artifacts/{path:path}", self.artifact, methods=["GET"]),
+            Route("/metrics", self.metrics, methods=["GET"]),
+            Route("/openapi.json", self.openapi, methods=["GET"]),
+            Route("/docs", self.docs, methods=["GET"]),
+            Route("/_emulator/schedules", self.list_schedules, methods=["GET"]),
+            Route("/_emulator/schedules/{function}/fire", self.fire_schedule, methods=["POST"]),
+        ]
+        middleware = []
+        if self.options.api_key:
+            middleware.append(Middleware(ApiKeyGuard, key=self.options.api_key, exempt=self._exempt))
+        not_found = self._not_found
+        app = Starlette(routes=routes, middleware=middleware, lifespan=self._lifespan,
+                        exception_handlers={404: not_found, 405: not_found})
+        app.router.redirect_slashes = False  # API Gateway does not redirect; /path/ is another route
+        return app
+
+    def _exempt(self, method: str, path: str) -> bool:
+        # Docs carry no data, and artifact links are authorised by their own signature.
+        return path in self._open_paths or path in ("/docs", "/openapi.json") or path.startswith("/artifacts/")
+
+    async def _not_found(self, request: Request, exc: Exception) -> RawResponse:
+        return message(404, "Not Found")
+
+    # -- the template's routes
+
+    def _endpoint(self, spec: FunctionSpec, route: HttpRoute) -> Callable[[Request], Any]:
+        runtime = self.runtime
+        route_key = route.route_key
+        timeout = float(min(spec.timeout, INTEGRATION_TIMEOUT_S))
+
+        async def endpoint(request: Request) -> RawResponse:
+            scope = request.scope
+            body = await request.body()
+            if len(body) > MAX_REQUEST_BYTES:
+                return message(413, "Request Entity Too Large")
+            client, server = scope.get("client"), scope.get("server")
+            raw_path = scope.get("raw_path")
+            event = http_event(
+                route_key=route_key,
+                method=scope["method"],
+                raw_path=raw_path.decode("latin-1") if raw_path else scope["path"],
+                raw_query=scope["query_string"].decode("latin-1"),
+                headers=scope["headers"],
+                body=body,
+                path_parameters={k: str(v) for k, v in request.path_params.items()} if route.path else {},
+                source_ip=client[0] if client else "127.0.0.1",
+                scheme=scope.get("scheme", "http"),
+                server_port=server[1] if server else None,
+                account_id=self.template.account_id,
+                api_id=API_ID,
+            )
+            request_id = (b"apigw-requestid", event["requestContext"]["requestId"].encode())
+            try:
+                result = await runtime.invoke_http(spec, event, timeout)
+            except TimeoutError:
+                log.error("%s did not answer within %.0f s (%s)", spec.logical_id, timeout, route_key)
+                return message(504, "Endpoint request timed out", [request_id])
+            except HandlerFailed:
+                return message(502, "Internal Server Error", [request_id])
+            try:
+                status, headers, payload = http_response(result)
+            except BadResponse as exc:
+                log.error("%s returned a malformed response: %s", spec.logical_id, exc)
+                return message(502, "Internal Server Error", [request_id])
+            headers.append(request_id)
+            return RawResponse(status, headers, payload)
+
+        return endpoint
+
+    # -- around the functions
+
+    async def artifact(self, request: Request) -> Response:
+        from shared.artifacts import content_type, get_store
+        from shared.settings import get_settings
+
+        store = get_store(get_settings())
+        verify = getattr(store, "verify", None)
+        if verify is None:  # S3 artifacts: their presigned URLs point at S3, not here
+            return message(404, "Not Found")
+        expires, sig = request.query_params.get("expires"), request.query_params.get("sig")
+        if not expires or not sig:
+            return message(403, "Forbidden")
+        path = request.url.path
+        granted = await run_in_threadpool(verify, path, expires, sig)
+        if granted is None:
+            # Only a request whose signature holds may learn that the file is missing.
+            missing = _signature_holds(store, path, expires, sig)
+            return message(404 if missing else 403, "Not Found" if missing else "Forbidden")
+        return FileResponse(granted, media_type=content_type(granted.name),
+                            headers={"Cache-Control": "private, max-age=60"})
+
+    async def metrics(self, request: Request) -> Response:
+        from shared import service
+        from shared.observability import PROMETHEUS_CONTENT_TYPE, prometheus_text
+
+        def refresh() -> None:
+            with contextlib.suppress(Exception):  # Redis down: scrape what we have
+                service.queue_metrics()
+
+        await run_in_threadpool(refresh)
+        return Response(prometheus_text(), headers={"content-type": PROMETHEUS_CONTENT_TYPE})
+
+    async def openapi(self, request: Request) -> Response:
+        protected = None
+        if self.options.api_key:
+            protected = {r.route_key for r in self.template.routes() if r.path not in self._open_paths}
+        return JSONResponse(build_openapi(self.template, protected=protected))
+
+    async def docs(self, request: Request) -> Response:
+        return HTMLResponse(DOCS_HTML)
+
+    async def list_schedules(self, request: Request) -> Response:
+        upcoming = self.scheduler.next_fire() if self.scheduler else {}
+        return JSONResponse([
+            {"function": s.function, "event": s.event, "type": s.kind, "expression": s.expression,
+             "enabled": s.enabled, "nextInSeconds": upcoming.get(s.key)}
+            for s in self.template.schedules()
+        ])
+
+    async def fire_schedule(self, request: Request) -> Response:
+        """Fire a function's schedule now: `?event=Name` picks one of several, `?async=true`
+        queues it like EventBridge does instead of waiting for the result."""
+        spec = self.template.find(request.path_params["function"])
+        wanted = request.query_params.get("event")
+        schedules = [s for s in spec.schedules if wanted in (None, s.event)] if spec else []
+        if not schedules:
+            return message(404, "Not Found")
+        schedule = schedules[0]
+        if request.query_params.get("async", "").lower() in ("1", "true", "yes"):
+            event, _ = self.runtime.fire(schedule)
+            return JSONResponse({"function": schedule.function, "schedule": schedule.event, "event": event},
+                                status_code=202)
+        try:
+            event, result = await run_in_threadpool(self.runtime.fire, schedule, wait=True)
+        except HandlerFailed as exc:
+            return JSONResponse({"message": "the function raised", "error": str(exc)}, status_code=502)
+        return JSONResponse({"function": schedule.function, "schedule": schedule.event, "event": event,
+                             "result": result})
+
+    # -- start-up and shutdown
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        from shared import kick
+
+        if not isolation.install():
+            log.warning("Powertools' request state cannot be made per-thread; requests run one at a time")
+            self.runtime.serial = threading.Lock()
+        kick.set_invoker(self.runtime.invoke_async)
+        self._start_worker()
+        self._start_schedules()
+        self._banner()
+        if self.options.on_ready:
+            self.options.on_ready()
+        try:
+            yield
+        finally:
+            if self.scheduler:
+                self.scheduler.stop()
+            await asyncio.get_running_loop().run_in_executor(None, self._stop_worker)
+            kick.set_invoker(None)
+            self.runtime.shutdown()
+
+    def _start_worker(self) -> None:
+        if not (self.options.worker and self.options.worker_function):
+            return
+        from shared.worker import build_worker
+
+        self.worker = build_worker()
+
+        def run() -> None:
+            try:
+                self.worker.run_forever()
+            except Exception:
+                log.exception("the render worker stopped unexpectedly")
+
+        self.worker_thread = threading.Thread(target=run, name="render-worker", daemon=True)
+        self.worker_thread.start()
+
+    def _stop_worker(self) -> None:
+        if self.worker is None or self.worker_thread is None:
+            return
+        self.worker.stop()
+        if self.options.fast_shutdown:
+            self.worker.abort_event.set()
+        self.worker_thread.join(self.worker.settings.shutdown_grace_seconds + 35)
+
+    def _start_schedules(self) -> None:
+        from local.schedules import Scheduler
+
+        enabled = {s.key: s for s in self.template.schedules() if s.enabled}
+        if not (self.options.schedules and enabled):
+            return
+
+        def fire(key: str) -> None:
+            self.runtime.fire(enabled[key])
+
+        self.scheduler = Scheduler({k: s.expression for k, s in enabled.items()}, fire,
+                                   scale=self.options.schedule_scale)
+        self.scheduler.start()
+
+    def _banner(self) -> None:
+        o = self.options
+        host = f"[{o.host}]" if ":" in o.host else o.host
+        lines = [f"Preview service emulator on http://{host}:{o.port} "
+                 f"(docs: /docs, metrics: /metrics, Redis: {o.redis})"]
+        for route in self.template.routes():
+            lock = "" if not o.api_key or route.path in self._open_paths else "  [api key]"
+            lines.append(f"  {route.route_key:<45} -> {route.function}{lock}")
+        for s in self.template.schedules():
+            state = "" if s.enabled and o.schedules else "  [not fired automatically]"
+            scale = f" (x{o.schedule_scale:g})" if o.schedule_scale != 1 and s.expression.startswith("rate") else ""
+            lines.append(f"  {s.expression + scale:<45} -> {s.function}{state}")
+        if self.worker is not None:
+            lines.append(f"  long-running worker ({self.worker.settings.worker_concurrency} job loops) "
+                         f"-> {o.worker_function}")
+        print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def _signature_holds(store: Any, path: str, expires: str, sig: str) -> bool:
+    """Whether a signed URL is genuine and unexpired, whatever the file's fate."""
+    import time
+
+    sign = getattr(store, "_signature", None)
+    if sign is None:
+        return False
+    relative = path.lstrip("/").removeprefix("artifacts/")
+    try:
+        expires_at = int(expires)
+    except ValueError:
+        return False
+    if expires_at < time.time():
+        return False
+    return hmac.compare_digest(str(sign(relative, expires_at)).encode(), sig.lower().encode("utf-8", "replace"))
