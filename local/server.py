@@ -35,6 +35,7 @@ log = logging.getLogger("local.server")
 MAX_REQUEST_BYTES = 10 * 1024 * 1024  # HTTP API's request size limit
 INTEGRATION_TIMEOUT_S = 30  # HTTP API gives up on an integration after 30 s, whatever the function's Timeout
 _JSON = (b"content-type", b"application/json")
+ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 @dataclass
@@ -133,7 +134,7 @@ class Emulator:
         for route in sorted(self.template.routes(), key=_specificity):
             spec = self.template.functions[route.function]
             path = "/{path:path}" if route.path is None else starlette_path(route.path)
-            methods = None if route.method == "ANY" else [route.method]
+            methods = list(ALL_METHODS) if route.method == "ANY" else [route.method]
             routes.append(Route(path, self._endpoint(spec, route), methods=methods, name=route.route_key))
         routes[:0] = [
             Route("/artifacts/{path:path}", self.artifact, methods=["GET"]),

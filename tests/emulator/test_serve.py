@@ -1,0 +1,196 @@
+"""The real template.yaml behind the emulator: the preview story end to end over HTTP (enqueue,
+the worker renders, status, signed artifact download), the API key, metrics, OpenAPI, the
+schedule fire endpoint, and concurrent requests that each keep their own event."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import av
+import httpx
+import pytest
+import redis
+
+from local.redis_server import RedisServer
+from shared.observability import PROMETHEUS_CONTENT_TYPE
+from tests.conftest import load_event
+from tests.emulator.conftest import Emulator, child_env
+
+KEY = "test-key-0123"
+AUTH = {"x-api-key": KEY}
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory, private_redis: RedisServer) -> Iterator[Emulator]:
+    redis.Redis.from_url(private_redis.url).flushall()
+    workdir = tmp_path_factory.mktemp("serve")
+    emulator = Emulator(workdir, ["--api-key", KEY, "--data-dir", str(workdir / "data")],
+                        child_env(REDIS_URL=private_redis.url, PREVIEW_QUEUE_MAX="200")).start()
+    yield emulator
+    assert emulator.stop() == 0, emulator.stderr
+
+
+@pytest.fixture
+def client(emulator: Emulator) -> Iterator[httpx.Client]:
+    with emulator.client(headers=AUTH) as client:
+        yield client
+
+
+def payload(job_id: str) -> dict[str, Any]:
+    body = json.loads(load_event("enqueue_job", "minimal")["body"])
+    return {**body, "jobId": job_id, "requestId": f"req-{job_id}"}
+
+
+def wait_for_state(client: httpx.Client, job_id: str, state: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        status: dict[str, Any] = client.get(f"/api/preview/job/{job_id}/status").json()
+        if status["state"] == state or time.monotonic() > deadline:
+            return status
+        time.sleep(0.1)
+
+
+def test_preview_end_to_end(client: httpx.Client, emulator: Emulator) -> None:
+    # Given the sample job of the fixtures
+    body = load_event("enqueue_job", "render")["body"]
+    # When it is enqueued
+    response = client.post("/api/preview/job", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 202, response.text
+    admitted = response.json()
+    job_id = admitted["jobId"]
+    assert admitted["statusUrl"] == f"{emulator.url}/api/preview/job/{job_id}/status"
+    assert response.headers["location"] == admitted["statusUrl"]
+    # Then the long-running worker renders it
+    status = wait_for_state(client, job_id, "completed")
+    assert status["state"] == "completed" and status["progress"] == 100, status
+    # And the artifact URL serves a playable video, with no API key (the signature is the key)
+    artifact = client.get(f"/api/preview/job/{job_id}/artifact")
+    assert artifact.status_code == 200, artifact.text
+    document = artifact.json()
+    with httpx.Client(timeout=30) as anonymous:
+        video = anonymous.get(document["url"])
+        assert video.status_code == 200
+        assert video.headers["content-type"] == "video/mp4"
+        with av.open(io.BytesIO(video.content)) as container:
+            kinds = {stream.type for stream in container.streams}
+            frames = sum(1 for _ in container.decode(video=0))
+        assert kinds == {"video", "audio"} and frames >= 3
+        files = {f["name"]: f for f in document["files"]}
+        poster = anonymous.get(files["poster.png"]["url"])
+        assert poster.headers["content-type"] == "image/png"
+        assert len(poster.content) == files["poster.png"]["bytes"]
+        # A tampered or missing signature grants nothing
+        url = urlsplit(document["url"])
+        assert anonymous.get(f"{emulator.url}{url.path}?{url.query[:-4]}0000").status_code == 403
+        assert anonymous.get(f"{emulator.url}{url.path}").status_code == 403
+    # The enqueue kick reached the render worker function as an async invoke
+    assert '"trigger":"preview.enqueue"' in emulator.stdout
+
+
+def test_api_key_guards_every_route_but_health(emulator: Emulator) -> None:
+    with emulator.client() as anonymous:
+        for method, path in (("GET", "/api/preview/queue/metrics"), ("POST", "/api/preview/job"),
+                             ("GET", "/api/preview/job/x/status"), ("GET", "/metrics")):
+            response = anonymous.request(method, path)
+            assert (response.status_code, response.json()) == (401, {"message": "Unauthorized"}), path
+        assert anonymous.get("/api/preview/queue/metrics", headers={"x-api-key": "wrong"}).status_code == 401
+        assert anonymous.get("/api/preview/worker/health").status_code in (200, 503)
+        assert anonymous.get("/openapi.json").status_code == 200
+        assert anonymous.get("/api/preview/queue/metrics", headers=AUTH).status_code == 200
+        bearer = {"authorization": f"Bearer {KEY}"}
+        assert anonymous.get("/api/preview/queue/metrics", headers=bearer).status_code == 200
+
+
+def test_metrics_are_prometheus_text(client: httpx.Client) -> None:
+    client.get("/api/preview/queue/metrics")
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == PROMETHEUS_CONTENT_TYPE
+    text = response.text
+    assert 'preview_requests_total{route="GET /api/preview/queue/metrics",status="200"}' in text
+    assert 'preview_queue_jobs{queue="preview-jobs",state="waiting"}' in text
+
+
+def _refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref":
+                yield value
+            else:
+                yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
+
+
+def test_openapi_and_docs(client: httpx.Client) -> None:
+    document = client.get("/openapi.json").json()
+    assert document["openapi"].startswith("3.")
+    assert {path: sorted(ops) for path, ops in document["paths"].items()} == {
+        "/api/preview/job": ["post"],
+        "/api/preview/job/{jobId}/status": ["get"],
+        "/api/preview/job/{jobId}/artifact": ["get"],
+        "/api/preview/queue/metrics": ["get"],
+        "/api/preview/worker/health": ["get"],
+    }
+    enqueue = document["paths"]["/api/preview/job"]["post"]
+    media = enqueue["requestBody"]["content"]["application/json"]
+    assert media["schema"] == {"$ref": "#/components/schemas/PreviewJob"}
+    assert "minimal" in media["examples"]
+    status = document["paths"]["/api/preview/job/{jobId}/status"]["get"]
+    assert status["parameters"][0]["name"] == "jobId"
+    assert document["paths"]["/api/preview/worker/health"]["get"]["security"] == []
+    assert status["security"]
+    # every reference resolves inside the document (draft-07 definitions moved to components)
+    schemas = document["components"]["schemas"]
+    for ref in _refs(document):
+        assert ref.startswith("#/components/schemas/") and ref.split("/")[-1] in schemas, ref
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and docs.headers["content-type"].startswith("text/html")
+    assert "swagger-ui" in docs.text and "openapi.json" in docs.text
+
+
+def test_fire_endpoint_runs_the_health_probe(client: httpx.Client) -> None:
+    response = client.post("/_emulator/schedules/HealthProbeFunction/fire")
+    assert response.status_code == 200, response.text
+    fired = response.json()
+    assert fired["result"]["status"] == "healthy", fired["result"]  # the worker's heartbeat counts
+    event = fired["event"]
+    assert event["source"] == "aws.events" and event["detail-type"] == "Scheduled Event"
+    assert event["resources"] == ["arn:aws:events:us-east-1:123456789012:rule/local-HealthProbeFunctionEvery5Minutes"]
+    # the folder name works as well
+    assert client.post("/_emulator/schedules/health_probe/fire").status_code == 200
+
+
+def test_concurrent_requests_each_keep_their_own_event(emulator: Emulator) -> None:
+    # Powertools keeps the current event in one class-wide slot; the emulator must not let
+    # concurrent requests read each other's.
+    answers: dict[str, tuple[int, dict[str, Any]]] = {}
+
+    def status(job_id: str) -> None:
+        with emulator.client(headers=AUTH) as client:
+            response = client.get(f"/api/preview/job/{job_id}/status")
+            answers[job_id] = (response.status_code, response.json())
+
+    def enqueue(job_id: str) -> None:
+        with emulator.client(headers=AUTH) as client:
+            response = client.post("/api/preview/job", json=payload(job_id))
+            answers[job_id] = (response.status_code, response.json())
+
+    threads = [threading.Thread(target=status, args=(f"unknown-{i}",)) for i in range(24)]
+    threads += [threading.Thread(target=enqueue, args=(f"concurrent-{i}",)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for job_id, (code, body) in answers.items():
+        if job_id.startswith("unknown"):
+            assert code == 404 and body["jobId"] == job_id, (job_id, body)
+        else:
+            assert code == 202 and body["jobId"] == job_id, (job_id, body)

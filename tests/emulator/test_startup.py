@@ -1,0 +1,82 @@
+"""Start-up failures are one clear line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.emulator.conftest import child_env, run_local, write_template
+
+FUNCTION = """\
+Resources:
+  HelloFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      Runtime: python3.12
+      CodeUri: @ROOT@
+{handler}
+      Events:
+        Hello:
+          Type: HttpApi
+          Properties: {{Path: /hello, Method: GET}}
+"""
+
+
+def fails(args: list[str], tmp_path: Path, **env: str) -> str:
+    result = run_local(["serve", "--data-dir", str(tmp_path / "data"), *args],
+                       child_env(REDIS_URL="redis://127.0.0.1:1/0", **env), timeout=30)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        line = fails(["--port", str(port)], tmp_path)
+    assert f"port {port} on 127.0.0.1 is already in use" in line
+
+
+def test_template_missing(tmp_path: Path) -> None:
+    assert "template not found" in fails(["--template", str(tmp_path / "nope.yaml")], tmp_path)
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("Resources: [\n", "invalid template"),
+    ("Resources:\n  X:\n    Type: AWS::SNS::Topic\n", "no AWS::Serverless::Function"),
+    (FUNCTION.format(handler=""), "HelloFunction: function has no Handler"),
+    (FUNCTION.format(handler="      Handler: tests.emulator.apps.echo\n      Timeout: soon"),
+     "Timeout 'soon' is not a whole number"),
+    (FUNCTION.format(handler="      Handler: tests.emulator.apps.echo\n      Environment:\n        Variables:\n"
+                             "          X: !Ref Missing"), "!Ref Missing: no such parameter or resource"),
+    (FUNCTION.format(handler="      Handler: tests.emulator.apps.echo").replace(
+        "Type: HttpApi\n          Properties: {Path: /hello, Method: GET}",
+        "Type: Schedule\n          Properties: {Schedule: cron(0 12 L * ? *)}"), "not supported by the emulator"),
+])
+def test_bad_template(tmp_path: Path, body: str, message: str) -> None:
+    template = write_template(tmp_path, body)
+    assert message in fails(["--template", str(template)], tmp_path)
+
+
+def test_handler_import_error_names_function_and_file(tmp_path: Path) -> None:
+    template = write_template(tmp_path, FUNCTION.format(handler="      Handler: tests.emulator.missing.handler"))
+    line = fails(["--template", str(template)], tmp_path)
+    assert "cannot import handler of HelloFunction (tests.emulator.missing.handler" in line
+    assert "tests/emulator/missing.py" in line and "ModuleNotFoundError" in line
+
+
+def test_bad_configuration(tmp_path: Path) -> None:
+    line = fails([], tmp_path, PREVIEW_QUEUE_MAX="lots")
+    assert "PREVIEW_QUEUE_MAX='lots'" in line
+
+
+def test_bad_env_file(tmp_path: Path) -> None:
+    env_file = tmp_path / "env.json"
+    env_file.write_text("{not json")
+    assert "--env-vars" in fails(["--env-vars", str(env_file)], tmp_path)

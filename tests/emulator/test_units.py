@@ -1,0 +1,145 @@
+"""The emulator's pure parts without a server: template reading, environment layering,
+schedule expressions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from local.environment import EnvFile, function_environment, shared_environment, worker_function
+from local.schedules import Cron, Rate, ScheduleError, parse_expression
+from local.template import TemplateError, load_template
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.usefixtures("no_sockets")
+
+TEMPLATE = ROOT / "template.yaml"
+
+
+def test_real_template_functions_routes_and_schedules() -> None:
+    template = load_template(TEMPLATE)
+    assert {r.route_key: r.function for r in template.routes()} == {
+        "POST /api/preview/job": "EnqueueJobFunction",
+        "GET /api/preview/job/{jobId}/status": "JobStatusFunction",
+        "GET /api/preview/job/{jobId}/artifact": "JobArtifactFunction",
+        "GET /api/preview/queue/metrics": "QueueMetricsFunction",
+        "GET /api/preview/worker/health": "WorkerHealthFunction",
+    }
+    assert {s.key: s.expression for s in template.schedules()} == {
+        "RenderWorkerFunction.Every1Minute": "rate(1 minute)",
+        "HealthProbeFunction.Every5Minutes": "rate(5 minutes)",
+    }
+    worker = template.find("render_worker")
+    assert worker is not None and worker.logical_id == "RenderWorkerFunction"
+    assert (worker.handler, worker.timeout, worker.memory) == ("functions.render_worker.app.handler", 900, 2048)
+    enqueue = template.functions["EnqueueJobFunction"]
+    assert (enqueue.timeout, enqueue.memory) == (10, 512)  # from Globals
+    assert enqueue.source_file == ROOT / "functions" / "enqueue_job" / "app.py"
+
+
+def test_real_template_environment() -> None:
+    template = load_template(TEMPLATE)
+    shell = {"DATA_DIR": "/srv/preview"}
+    env = function_environment(template, template.functions["EnqueueJobFunction"], EnvFile({}, {}), shell)
+    assert env["RENDER_WORKER_FUNCTION"] == "RenderWorkerFunction"  # !Ref of a function: its name
+    assert env["ARTIFACT_BUCKET"] == ""  # !Ref of a bucket: the local store
+    assert env["REDIS_URL"] == ""  # a parameter without default: not configured
+    assert env["DATA_DIR"] == "/srv/preview"  # the Lambda /tmp path maps to the local data folder
+    assert env["PREVIEW_QUEUE_NAME"] == "preview-jobs" and env["AWS_REGION"] == "us-east-1"
+    shared = shared_environment(template, EnvFile({}, {}), {})
+    assert shared.warnings == ()  # every function agrees; one process can serve them all
+    assert shared.values["DATA_DIR"] == str(Path("./data").resolve())
+    worker = worker_function(template, shared.by_function)
+    assert worker is not None and worker.logical_id == "RenderWorkerFunction"
+
+
+def test_env_file_function_section_that_disagrees_is_reported() -> None:
+    template = load_template(TEMPLATE)
+    files = EnvFile({"LOG_LEVEL": "DEBUG"}, {"JobStatusFunction": {"PREVIEW_QUEUE_MAX": "5"}})
+    shared = shared_environment(template, files, {})
+    assert shared.values["LOG_LEVEL"] == "DEBUG" and shared.values["PREVIEW_QUEUE_MAX"] == "5"
+    (warning,) = shared.warnings
+    assert warning.startswith("PREVIEW_QUEUE_MAX differs between functions") and "shared.settings" in warning
+
+
+def test_parameter_overrides_are_checked() -> None:
+    template = load_template(TEMPLATE, parameter_overrides={"QueueMax": "7", "LogLevel": "DEBUG"})
+    assert template.functions["JobStatusFunction"].environment["PREVIEW_QUEUE_MAX"] == "7"
+    with pytest.raises(TemplateError, match="QueueMax='0' must be at least 1"):
+        load_template(TEMPLATE, parameter_overrides={"QueueMax": "0"})
+    with pytest.raises(TemplateError, match="LogLevel='LOUD' must be one of DEBUG, INFO, WARNING, ERROR"):
+        load_template(TEMPLATE, parameter_overrides={"LogLevel": "LOUD"})
+    with pytest.raises(TemplateError, match="unknown parameter Nope"):
+        load_template(TEMPLATE, parameter_overrides={"Nope": "1"})
+
+
+def test_globals_merge_the_sam_way(tmp_path: Path) -> None:
+    path = tmp_path / "template.yaml"
+    path.write_text(f"""
+Globals:
+  Function:
+    Runtime: python3.12
+    CodeUri: {ROOT}
+    Timeout: 7
+    Environment:
+      Variables: {{A: global, B: global}}
+Resources:
+  One:
+    Type: AWS::Serverless::Function
+    Properties:
+      Handler: tests.emulator.apps.echo
+      Timeout: 9
+      Environment:
+        Variables: {{B: own, C: !Sub "${{AWS::StackName}}-${{AWS::AccountId}}"}}
+""")
+    one = load_template(path).functions["One"]
+    assert one.timeout == 9
+    assert dict(one.environment) == {"A": "global", "B": "own", "C": "local-123456789012"}
+
+
+@pytest.mark.parametrize(("expression", "seconds"), [
+    ("rate(1 minute)", 60), ("rate(5 minutes)", 300), ("rate(2 hours)", 7200), ("rate(1 day)", 86_400),
+])
+def test_rates(expression: str, seconds: int) -> None:
+    assert parse_expression(expression) == Rate(seconds)
+
+
+def _next(expression: str, after: str) -> str | None:
+    cron = parse_expression(expression)
+    assert isinstance(cron, Cron)
+    found = cron.next_after(datetime.fromisoformat(after).replace(tzinfo=UTC))
+    return found.strftime("%Y-%m-%d %H:%M %a") if found else None
+
+
+@pytest.mark.parametrize(("expression", "after", "expected"), [
+    ("cron(0 12 * * ? *)", "2026-11-28 11:59", "2026-11-28 12:00 Sat"),
+    ("cron(0 12 * * ? *)", "2026-11-28 12:00", "2026-11-29 12:00 Sun"),
+    ("cron(0/15 * ? * MON-FRI *)", "2026-11-28 10:00", "2026-11-30 00:00 Mon"),
+    ("cron(10,40 8-9 ? * 2 *)", "2026-11-30 08:41", "2026-11-30 09:10 Mon"),
+    ("cron(30 8 1 JAN,JUL ? 2027)", "2026-11-28 00:00", "2027-01-01 08:30 Fri"),
+    ("cron(0 0 29 2 ? *)", "2026-03-01 00:00", "2028-02-29 00:00 Tue"),
+    ("cron(0 0 1 1 ? 1999)", "2026-01-01 00:00", None),
+])
+def test_cron_next_fire(expression: str, after: str, expected: str | None) -> None:
+    assert _next(expression, after) == expected
+
+
+@pytest.mark.parametrize(("expression", "message"), [
+    ("rate(1 minutes)", "use '1 minute'"),
+    ("rate(5 minute)", "use '5 minutes'"),
+    ("rate(0 minutes)", "must be positive"),
+    ("rate(1 week)", "neither rate"),
+    ("cron(0 12 * * *)", "6 fields"),
+    ("cron(0 12 * * * *)", "exactly one of day-of-month and day-of-week"),
+    ("cron(0 12 ? * ? *)", "exactly one of day-of-month and day-of-week"),
+    ("cron(0 12 L * ? *)", "'L' is valid in EventBridge but not supported"),
+    ("cron(0 12 15W * ? *)", "'W' is valid in EventBridge but not supported"),
+    ("cron(0 12 ? * 6#3 *)", "'#' is valid in EventBridge but not supported"),
+    ("cron(61 12 * * ? *)", "61 is outside 0-59"),
+    ("cron(0 12 10-2 * ? *)", "runs backwards"),
+])
+def test_refused_expressions(expression: str, message: str) -> None:
+    with pytest.raises(ScheduleError, match=message):
+        parse_expression(expression)
