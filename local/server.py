@@ -169,6 +169,8 @@ class Emulator:
 
         async def endpoint(request: Request) -> RawResponse:
             scope = request.scope
+            if route.method != "ANY" and scope["method"] != route.method:
+                return message(404, "Not Found")  # Starlette adds HEAD to GET routes; API Gateway does not
             body = await request.body()
             if len(body) > MAX_REQUEST_BYTES:
                 return message(413, "Request Entity Too Large")

@@ -150,7 +150,7 @@ def read_document(path: Path) -> dict[str, Any]:
     from cfnlint.decode import decode
 
     if not path.is_file():
-        raise TemplateError(f"template not found: {path}")
+        raise TemplateError(f"template not found: {path} (run from the project folder, or pass --template)")
     # cfn-lint also logs its parse problems; the emulator reports them itself, in one line.
     cfn_logger = logging.getLogger("cfnlint")
     level = cfn_logger.level

@@ -77,9 +77,9 @@ def test_preview_end_to_end(client: httpx.Client, emulator: Emulator) -> None:
         video = anonymous.get(document["url"])
         assert video.status_code == 200
         assert video.headers["content-type"] == "video/mp4"
-        with av.open(io.BytesIO(video.content)) as container:
+        with av.open(io.BytesIO(video.content), mode="r") as container:
             kinds = {stream.type for stream in container.streams}
-            frames = sum(1 for _ in container.decode(video=0))
+            frames = len(list(container.decode(video=0)))
         assert kinds == {"video", "audio"} and frames >= 3
         files = {f["name"]: f for f in document["files"]}
         poster = anonymous.get(files["poster.png"]["url"])
