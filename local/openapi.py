@@ -17,13 +17,17 @@ from local.template import HttpRoute, Template
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 _ANY_METHODS = ("get", "post", "put", "patch", "delete")
-_EXAMPLE_LIMIT = 4096
+_EXAMPLE_LIMIT = 16_384
+
+
+def _schema_files(root: Path) -> list[Path]:
+    return sorted((root / "schemas").glob("*.schema.json"))
 
 
 def _load_schemas(root: Path) -> dict[str, dict[str, Any]]:
     """Each schema file's components, keyed by its title, refs rewritten to components."""
     components: dict[str, dict[str, Any]] = {}
-    for path in sorted((root / "schemas").glob("*.schema.json")):
+    for path in _schema_files(root):
         schema = json.loads(path.read_text())
         title = re.sub(r"[^A-Za-z0-9._-]", "", str(schema.get("title") or path.name.split(".")[0]))
         definitions = schema.pop("definitions", {}) or {}
@@ -51,8 +55,13 @@ def _load_schemas(root: Path) -> dict[str, dict[str, Any]]:
     return components
 
 
-def _examples(root: Path, template: Template, route: HttpRoute) -> dict[str, Any]:
+def _examples(root: Path, template: Template, route: HttpRoute, schema: dict[str, Any] | None) -> dict[str, Any]:
+    """Request bodies of the route's fixtures that the payload schema accepts (the fixtures
+    of refused payloads would be poor examples)."""
+    import jsonschema
+
     spec = template.functions[route.function]
+    validator = jsonschema.Draft7Validator(schema) if schema else None
     examples: dict[str, Any] = {}
     for path in sorted((root / "events" / spec.folder).glob("*.json")):
         try:
@@ -65,9 +74,11 @@ def _examples(root: Path, template: Template, route: HttpRoute) -> dict[str, Any
         if len(body) > _EXAMPLE_LIMIT:
             continue
         try:
-            examples[path.stem] = {"value": json.loads(body)}
+            value = json.loads(body)
         except ValueError:
             continue
+        if validator is None or validator.is_valid(value):
+            examples[path.stem] = {"value": value}
     return examples
 
 
@@ -104,7 +115,8 @@ def build_openapi(template: Template, *, protected: set[str] | None = None) -> d
             operation["parameters"] = _parameters(route.path)
         if route.method in _BODY_METHODS and payload:
             media: dict[str, Any] = {"schema": {"$ref": f"#/components/schemas/{payload}"}}
-            examples = _examples(root, template, route)
+            files = _schema_files(root)
+            examples = _examples(root, template, route, json.loads(files[0].read_text()) if files else None)
             if examples:
                 media["examples"] = examples
             operation["requestBody"] = {"required": True, "content": {"application/json": media}}

@@ -119,8 +119,12 @@ def supervise(args: Any, sock: socket.socket, extra_env: Mapping[str, str], redi
                 send.close()
                 if not _wait_ready(child, receive):
                     receive.close()
+                    child.join()
+                    code = child.exitcode or 2
+                    _stop_child(child)
+                    child = None
                     if first:
-                        return child.exitcode or 2
+                        return code
                     print("the emulator did not start; fix the error and save to restart", file=sys.stderr,
                           flush=True)
                 else:

@@ -80,3 +80,8 @@ def test_bad_env_file(tmp_path: Path) -> None:
     env_file = tmp_path / "env.json"
     env_file.write_text("{not json")
     assert "--env-vars" in fails(["--env-vars", str(env_file)], tmp_path)
+
+
+def test_handler_import_error_under_reload(tmp_path: Path) -> None:
+    template = write_template(tmp_path, FUNCTION.format(handler="      Handler: tests.emulator.missing.handler"))
+    assert "cannot import handler of HelloFunction" in fails(["--template", str(template), "--reload"], tmp_path)
