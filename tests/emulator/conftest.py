@@ -46,6 +46,8 @@ class Emulator:
         self.args = ["serve", "--port", str(self.port), *args]
         self.env = env
         self.process: subprocess.Popen[bytes] | None = None
+        data = [self.args[i + 1] for i, arg in enumerate(self.args) if arg == "--data-dir"]
+        self.data_dir = Path(data[0]) if data else ROOT / "data"
 
     def start(self, timeout: float = 30) -> Emulator:
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:

@@ -89,6 +89,10 @@ def test_preview_end_to_end(client: httpx.Client, emulator: Emulator) -> None:
         url = urlsplit(document["url"])
         assert anonymous.get(f"{emulator.url}{url.path}?{url.query[:-4]}0000").status_code == 403
         assert anonymous.get(f"{emulator.url}{url.path}").status_code == 403
+        # A genuine link to a file that is gone: 404
+        captions = urlsplit(files["captions.vtt"]["url"])
+        (emulator.data_dir / captions.path.removeprefix("/artifacts/")).unlink()
+        assert anonymous.get(files["captions.vtt"]["url"]).status_code == 404
     # The enqueue kick reached the render worker function as an async invoke
     assert '"trigger":"preview.enqueue"' in emulator.stdout
 
