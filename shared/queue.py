@@ -42,8 +42,9 @@ def canonical_json(payload: dict[str, Any]) -> str:
     return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def payload_hash(payload: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+def payload_hash(payload: dict[str, Any] | str) -> str:
+    text = payload if isinstance(payload, str) else canonical_json(payload)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @contextmanager
@@ -107,11 +108,12 @@ class JobQueue:
         job_id = payload["jobId"]
         priority = payload.get("priority", "normal")
         attempts_max = payload.get("attempts") or self.settings.job_attempts
+        document = canonical_json(payload)
         with redis_errors():
             code, detail = self._scripts["admit"](
                 keys=[self.keys.job(job_id), self.keys.waiting, self.keys.delayed, self.keys.seq,
                       self.keys.notify],
-                args=[job_id, payload_hash(payload), canonical_json(payload), PRIORITY_RANK[priority],
+                args=[job_id, payload_hash(document), document, PRIORITY_RANK[priority],
                       priority, attempts_max, self.settings.queue_max, payload["projectId"], SEQ_SPAN,
                       NOTIFY_MAX],
             )

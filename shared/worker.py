@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from shared.errors import InvalidPayload, LeaseLost, PermanentRenderError, RenderError, StoreUnavailable
 from shared.observability import logger, record_failure, record_job
-from shared.payload import DEFAULT_STEP_SECONDS, validate_payload
+from shared.payload import DEFAULT_STEP_SECONDS, semantic_errors
 from shared.queue import ClaimedJob, JobQueue
 from shared.settings import Settings
 
@@ -59,6 +59,8 @@ class Worker:
         self.abort_event = threading.Event()
         self.outcomes: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self._leases = _LeaseRenewer(queue, settings.lease_ms / 3000)
+        self._scratch_dir: Path | None = None
 
     @property
     def render(self) -> RenderFn:
@@ -75,15 +77,18 @@ class Worker:
         lost (another worker owns it now) or released (handed back at shutdown)."""
         started = time.monotonic()
         log = {"jobId": job.id, "projectId": job.project_id, "attempt": job.attempts_made + 1}
-        logger.info("job started", extra=log)
-        lease = _LeaseKeeper(self.queue, job, self.settings.lease_ms / 3000, self.abort_event)
-        lease.start()
-        workdir = Path(tempfile.mkdtemp(prefix=f"render-{job.id}-", dir=self._scratch()))
+        logger.debug("job started", extra=log)
+        lease = self._leases.add(job, self.abort_event)
         try:
-            outcome = self._run(job, workdir, lease)
+            workdir = Path(tempfile.mkdtemp(prefix=f"render-{job.id}-", dir=self._scratch()))
+            try:
+                outcome = self._run(job, workdir, lease)
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
         finally:
+            # Whatever happened, this worker stops renewing: a job it could not finish must
+            # become recoverable when its lease runs out.
             lease.stop()
-            shutil.rmtree(workdir, ignore_errors=True)
         seconds = time.monotonic() - started
         if outcome not in ("lost", "released"):
             record_job(outcome, seconds)
@@ -93,13 +98,20 @@ class Worker:
         return outcome
 
     def _scratch(self) -> Path:
-        path = self.settings.data_dir / "tmp"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        if self._scratch_dir is None:
+            path = self.settings.data_dir / "tmp"
+            path.mkdir(parents=True, exist_ok=True)
+            self._scratch_dir = path
+        return self._scratch_dir
 
-    def _run(self, job: ClaimedJob, workdir: Path, lease: _LeaseKeeper) -> str:
+    def _run(self, job: ClaimedJob, workdir: Path, lease: _Lease) -> str:
         try:
-            payload = validate_payload(job.payload, self.settings)
+            payload = job.payload
+            # The schema was enforced at admission; what can change since is this service's
+            # configuration (allowed buckets, limits), so only those rules are checked again.
+            problems = semantic_errors(payload, self.settings)
+            if problems:
+                raise InvalidPayload("the job payload is no longer acceptable", problems)
             self.render(payload, workdir, self.settings, lease.progress)
             lease.check()
             self.store.publish(job.project_id, job.id, workdir)
@@ -124,7 +136,7 @@ class Worker:
                 logger.exception("render failed unexpectedly", extra={"jobId": job.id})
             return self._fail(job, lease, _reason(exc), traceback.format_exc(), retryable=retryable, outcome="")
 
-    def _fail(self, job: ClaimedJob, lease: _LeaseKeeper, reason: str, stack: str, *, retryable: bool,
+    def _fail(self, job: ClaimedJob, lease: _Lease, reason: str, stack: str, *, retryable: bool,
               outcome: str) -> str:
         lease.stop()
         try:
@@ -225,27 +237,18 @@ class Worker:
                 self.stop_event.wait(1.0)
 
 
-class _LeaseKeeper:
-    """Renews the lease from its own thread, so a render holding the CPU cannot starve it."""
+class _Lease:
+    """One claimed job's lease as its render sees it: progress goes in, a lost lease or a
+    shutdown comes out as an exception at the next progress report."""
 
-    def __init__(self, queue: JobQueue, job: ClaimedJob, interval_s: float, abort: threading.Event) -> None:
-        self.queue = queue
+    def __init__(self, renewer: _LeaseRenewer, job: ClaimedJob, abort: threading.Event) -> None:
+        self.renewer = renewer
         self.job = job
-        self.interval = interval_s
         self.abort = abort
         self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._progress: int | None = None
-        self._sent: int | None = None
-        self._thread = threading.Thread(target=self._run, name=f"lease-{job.id}", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(5)
+        self.percent: int | None = None
+        self.sent: int | None = None
+        self.last_beat = time.monotonic()
 
     def check(self) -> None:
         if self.lost.is_set():
@@ -254,29 +257,70 @@ class _LeaseKeeper:
             raise Stopping()
 
     def progress(self, percent: int) -> None:
-        """The render's progress callback: records progress, and stops a render whose lease
-        is gone or whose worker is shutting down."""
-        self._progress = max(0, min(100, int(percent)))
+        """The render's progress callback."""
+        self.percent = max(0, min(100, int(percent)))
         self.check()
 
+    def stop(self) -> None:
+        self.renewer.remove(self)
+
+
+class _LeaseRenewer:
+    """One thread per worker renews the leases of all its running jobs, so a render holding
+    the CPU cannot starve them, and a job costs no thread of its own."""
+
+    TICK_S = 0.25
+
+    def __init__(self, queue: JobQueue, interval_s: float) -> None:
+        self.queue = queue
+        self.interval = interval_s
+        self._leases: dict[str, _Lease] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, job: ClaimedJob, abort: threading.Event) -> _Lease:
+        lease = _Lease(self, job, abort)
+        with self._lock:
+            self._leases[job.token] = lease
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="lease-renewer", daemon=True)
+                self._thread.start()
+        return lease
+
+    def remove(self, lease: _Lease) -> None:
+        with self._lock:
+            self._leases.pop(lease.job.token, None)
+
     def _run(self) -> None:
-        last_beat = time.monotonic()
-        while not self._stop.wait(min(self.interval, 0.25)):
-            due = time.monotonic() - last_beat >= self.interval
-            fresh_progress = self._progress is not None and self._progress != self._sent
-            if not (due or fresh_progress):
-                continue
-            try:
-                progress = self._progress
-                self.queue.heartbeat(self.job, progress)
-                self._sent = progress
-                last_beat = time.monotonic()
-            except LeaseLost:
-                self.lost.set()
-                return
-            except StoreUnavailable:
-                # Keep trying: the lease survives a Redis blip shorter than its remaining time.
-                logger.warning("heartbeat failed: redis unreachable", extra={"jobId": self.job.id})
+        while True:
+            time.sleep(min(self.interval, self.TICK_S))
+            with self._lock:
+                leases = list(self._leases.values())
+            now = time.monotonic()
+            for lease in leases:
+                due = now - lease.last_beat >= self.interval
+                fresh = lease.percent is not None and lease.percent != lease.sent
+                if due or fresh:
+                    self._beat(lease)
+
+    def _beat(self, lease: _Lease) -> None:
+        percent = lease.percent
+        try:
+            self.queue.heartbeat(lease.job, percent)
+        except LeaseLost:
+            lease.lost.set()
+            self.remove(lease)
+            return
+        except StoreUnavailable:
+            # Keep trying: the lease survives a Redis blip shorter than its remaining time.
+            logger.warning("heartbeat failed: redis unreachable", extra={"jobId": lease.job.id})
+            return
+        except Exception:
+            record_failure("heartbeat")
+            logger.exception("heartbeat failed", extra={"jobId": lease.job.id})
+            return
+        lease.sent = percent
+        lease.last_beat = time.monotonic()
 
 
 def _reason(exc: BaseException) -> str:
