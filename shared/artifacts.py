@@ -267,23 +267,27 @@ class LocalStore:
               f"&sig={self._signature(path, expires)}"
         return url, datetime.fromtimestamp(expires, tz=UTC)
 
+    def signature_valid(self, path: str, expires: str | int, sig: str, now: float | None = None) -> bool:
+        """Whether a signed URL is genuine and unexpired, whether or not its file exists."""
+        relative = path.lstrip("/").removeprefix("artifacts/")
+        try:
+            expires_at = int(expires)
+        except (TypeError, ValueError):
+            return False
+        if expires_at < (time.time() if now is None else now):
+            return False
+        expected = self._signature(relative, expires_at).encode()
+        return hmac.compare_digest(expected, str(sig).lower().encode("utf-8", "replace"))
+
     def verify(self, path: str, expires: str | int, sig: str, now: float | None = None) -> Path | None:
         """The file a signed URL grants, or None when the signature is wrong, the URL has
         expired or the path does not name a file inside the previews folder. `path` is the URL
         path, with or without the leading `/artifacts/`."""
-        relative = path.lstrip("/")
-        relative = relative.removeprefix("artifacts/")
+        relative = path.lstrip("/").removeprefix("artifacts/")
         parts = relative.split("/")
         if len(parts) != 4 or parts[0] != PREFIX or not all(_SAFE_NAME.match(p) for p in parts[1:]):
             return None
-        try:
-            expires_at = int(expires)
-        except (TypeError, ValueError):
-            return None
-        if expires_at < (time.time() if now is None else now):
-            return None
-        expected = self._signature(relative, expires_at).encode()
-        if not hmac.compare_digest(expected, str(sig).lower().encode("utf-8", "replace")):
+        if not self.signature_valid(relative, expires, sig, now):
             return None
         root = self.root.resolve()
         try:

@@ -20,7 +20,6 @@ from shared.models import (
     utc_now_iso,
 )
 from shared.observability import logger, record_queue_counts
-from shared.payload import parse_body, validate_payload
 from shared.queue import JobQueue
 from shared.redis_client import get_redis, mask_url
 from shared.settings import Settings, get_settings
@@ -46,6 +45,8 @@ def reset_queues() -> None:
 
 def enqueue(body: str | bytes | None, is_base64: bool, origin: str) -> tuple[int, EnqueueResponse]:
     """Validate and admit a job: 202 when new, 200 for an identical replay."""
+    from shared.payload import parse_body, validate_payload
+
     settings = get_settings()
     payload = validate_payload(parse_body(body, is_base64, settings.max_body_bytes), settings)
     result = get_queue(settings).admit(payload)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aws_lambda_powertools.event_handler import Response
 
+from shared import payload as _payload_contract  # noqa: F401 - compiled once, at cold start
 from shared import service
 from shared.api import base_url, json_response, lambda_entry, make_resolver
 from shared.settings import get_settings
