@@ -14,7 +14,7 @@ import time
 import traceback
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -61,6 +61,7 @@ class Worker:
         self._lock = threading.Lock()
         self._leases = _LeaseRenewer(queue, settings.lease_ms / 3000)
         self._scratch_dir: Path | None = None
+        self._thread_scratch = threading.local()
 
     @property
     def render(self) -> RenderFn:
@@ -80,11 +81,8 @@ class Worker:
         logger.debug("job started", extra=log)
         lease = self._leases.add(job, self.abort_event)
         try:
-            workdir = Path(tempfile.mkdtemp(prefix=f"render-{job.id}-", dir=self._scratch()))
-            try:
+            with self._workdir(job) as workdir:
                 outcome = self._run(job, workdir, lease)
-            finally:
-                shutil.rmtree(workdir, ignore_errors=True)
         finally:
             # Whatever happened, this worker stops renewing: a job it could not finish must
             # become recoverable when its lease runs out.
@@ -103,6 +101,54 @@ class Worker:
             path.mkdir(parents=True, exist_ok=True)
             self._scratch_dir = path
         return self._scratch_dir
+
+    @contextlib.contextmanager
+    def _workdir(self, job: ClaimedJob) -> Iterator[Path]:
+        """An empty folder for one render: the job loop's own, emptied after each job (a
+        fresh folder per job costs more than a no-op job), or a temporary one."""
+        reusable: Path | None = getattr(self._thread_scratch, "path", None)
+        if reusable is None:
+            path = Path(tempfile.mkdtemp(prefix=f"render-{job.id}-", dir=self._scratch()))
+            try:
+                yield path
+            finally:
+                shutil.rmtree(path, ignore_errors=True)
+            return
+        try:
+            yield reusable
+        finally:
+            _empty(reusable)
+
+    @contextlib.contextmanager
+    def _loop_scratch(self) -> Iterator[None]:
+        """Give the calling job loop a scratch folder of its own for its lifetime."""
+        name = f"{self.worker_id}-{threading.get_ident()}".replace(":", "_")
+        path = self._scratch() / name
+        path.mkdir(exist_ok=True)
+        _empty(path)
+        self._thread_scratch.path = path
+        try:
+            yield
+        finally:
+            self._thread_scratch.path = None
+            shutil.rmtree(path, ignore_errors=True)
+
+    def sweep_scratch(self) -> None:
+        """Remove scratch folders left by dead worker processes of this host (killed mid-render)."""
+        host = socket.gethostname()
+        for entry in self._scratch().iterdir():
+            parts = entry.name.split("_")
+            if len(parts) < 3 or parts[0] != host or not parts[1].isdigit():
+                continue
+            pid = int(parts[1])
+            if pid == os.getpid():
+                continue
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                shutil.rmtree(entry, ignore_errors=True)
+            except PermissionError:
+                pass  # alive, owned by someone else
 
     def _run(self, job: ClaimedJob, workdir: Path, lease: _Lease) -> str:
         try:
@@ -161,6 +207,10 @@ class Worker:
                        safety_ms: int = 2000) -> dict[str, Any]:
         """Claim and process jobs one after another until the queue is empty, `max_jobs` ran,
         or the time left (Lambda) could not fit the next job; such a job goes back unharmed."""
+        with self._loop_scratch():
+            return self._drain(remaining_ms, max_jobs, safety_ms)
+
+    def _drain(self, remaining_ms: Callable[[], float] | None, max_jobs: int | None, safety_ms: int) -> dict[str, Any]:
         self.maintain()
         done = 0
         while max_jobs is None or done < max_jobs:
@@ -190,6 +240,8 @@ class Worker:
     def run_forever(self, concurrency: int | None = None) -> None:
         """Long-running mode: `concurrency` job loops plus a maintenance loop, until `stop()`."""
         n = concurrency or self.settings.worker_concurrency
+        with contextlib.suppress(OSError):
+            self.sweep_scratch()
         threads = [threading.Thread(target=self._loop, name=f"job-loop-{i}", daemon=True) for i in range(n)]
         for thread in threads:
             thread.start()
@@ -217,6 +269,10 @@ class Worker:
         self.stop_event.set()
 
     def _loop(self) -> None:
+        with self._loop_scratch():
+            self._serve()
+
+    def _serve(self) -> None:
         while not self.stop_event.is_set():
             try:
                 claim = self.queue.claim()
@@ -321,6 +377,16 @@ class _LeaseRenewer:
             return
         lease.sent = percent
         lease.last_beat = time.monotonic()
+
+
+def _empty(folder: Path) -> None:
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
 
 
 def _reason(exc: BaseException) -> str:

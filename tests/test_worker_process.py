@@ -107,6 +107,9 @@ def test_killed_worker_job_is_completed_by_another(env: dict[str, str], workers:
     assert sorted(p.name for p in project.iterdir() if p.name != ".lock") == ["heavy-1"]
     files = sorted(p.name for p in (project / "heavy-1").iterdir())
     assert files == ["captions.vtt", "container.json", "poster.png", "preview.json", "preview.mp4"]
+    # The dead worker's half-rendered scratch files were swept by the next worker on this host
+    scratch = Path(env["DATA_DIR"]) / "tmp"
+    assert not [p for p in scratch.iterdir() if f"_{first.pid}_" in p.name]
 
 
 def test_sigterm_hands_the_active_job_back(env: dict[str, str], workers: WorkerProcesses) -> None:
