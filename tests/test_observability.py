@@ -64,11 +64,15 @@ def test_logs_carry_request_and_job_ids(redis_url: str, capsys: pytest.CaptureFi
 
 def test_concurrent_invocations_keep_their_own_log_context(redis_url: str,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    # Given many enqueues at once in one process (as in the emulator)
+    # Given many enqueues at once in one process, as in the emulator (which keeps Powertools'
+    # per-request state per thread)
     from concurrent.futures import ThreadPoolExecutor
 
+    from local.isolation import install
     from tests.conftest import load_event
     from tests.handlers import invoke
+
+    assert install()
 
     def send(n: int) -> None:
         event = load_event("enqueue_job", "minimal")
