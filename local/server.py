@@ -211,7 +211,7 @@ class Emulator:
     # -- around the functions
 
     async def artifact(self, request: Request) -> Response:
-        from shared.artifacts import content_type, get_store
+        from shared.artifacts import LocalStore, content_type, get_store
         from shared.settings import get_settings
 
         store = get_store(get_settings())
@@ -225,7 +225,8 @@ class Emulator:
         granted = await run_in_threadpool(verify, path, expires, sig)
         if granted is None:
             # Only a request whose signature holds may learn that the file is missing.
-            missing = await run_in_threadpool(store.signature_valid, path, expires, sig)
+            missing = isinstance(store, LocalStore) and await run_in_threadpool(
+                store.signature_valid, path, expires, sig)
             return message(404 if missing else 403, "Not Found" if missing else "Forbidden")
         return FileResponse(granted, media_type=content_type(granted.name),
                             headers={"Cache-Control": "private, max-age=60"})

@@ -15,7 +15,7 @@ from shared.errors import InvalidRequest, PreviewError
 from shared.observability import invocation_context, logger, record_failure, record_request
 
 JSON = "application/json"
-ID_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
+ID_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 
 
 def json_response(status: int, body: BaseModel | dict[str, Any], headers: dict[str, str] | None = None) -> Response:
@@ -29,7 +29,7 @@ def json_response(status: int, body: BaseModel | dict[str, Any], headers: dict[s
 
 
 def check_id(value: str, name: str = "jobId") -> str:
-    if not ID_RE.match(value or ""):
+    if not ID_RE.fullmatch(value or ""):
         raise InvalidRequest(
             f"{name} must be 1-128 letters, digits, '.', '_' or '-', not starting with '.'",
             errors=[{"path": f"/{name}", "message": "malformed id"}],

@@ -354,6 +354,9 @@ class S3Store:
 
         manifest, raw = _source_manifest(project_id, job_id, Path(src_dir))
         try:
+            # A previous set stops being published before its files are overwritten, so no
+            # reader pairs an old manifest with new bytes.
+            self.client.delete_object(Bucket=self.bucket, Key=self.key(project_id, job_id, MANIFEST))
             for entry in manifest["files"]:
                 with (Path(src_dir) / entry["name"]).open("rb") as body:
                     self.client.put_object(Bucket=self.bucket, Key=self.key(project_id, job_id, entry["name"]),

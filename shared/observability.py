@@ -34,7 +34,10 @@ class _CurrentStdout:
 
 logger = Logger(
     service=SERVICE,
-    level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+    # A bad LOG_LEVEL is reported by the settings check with the other variables; until
+    # then log at INFO rather than fail the import with a traceback.
+    level=_level if (_level := os.environ.get("LOG_LEVEL", "INFO").upper()) in logging.getLevelNamesMapping()
+    else "INFO",
     logger_handler=logging.StreamHandler(_CurrentStdout()),  # type: ignore[arg-type]
 )
 
@@ -59,8 +62,14 @@ JOB_DURATION = Histogram(
     registry=REGISTRY,
 )
 QUEUE_JOBS = Gauge("preview_queue_jobs", "Jobs per state", ["queue", "state"], registry=REGISTRY)
+WORKER_HEARTBEAT = Gauge(
+    "preview_worker_last_heartbeat_seconds", "Unix time of this worker's last heartbeat", registry=REGISTRY
+)
 
 OUTCOMES = ("completed", "failed", "retried", "invalid", "dryrun", "stalled")
+for _outcome in OUTCOMES:
+    # Present from the start at 0, so rate() over them is 0 rather than empty for an idle worker.
+    JOB_OUTCOMES.labels(outcome=_outcome)
 PROMETHEUS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
@@ -107,6 +116,10 @@ def record_queue_counts(counts: QueueCounts) -> None:
         for state in ("waiting", "active", "completed", "failed", "delayed"):
             _emf("preview_queue_jobs", getattr(counts, state), MetricUnit.Count,
                  {"queue": counts.name, "state": state})
+
+
+def record_worker_heartbeat() -> None:
+    WORKER_HEARTBEAT.set_to_current_time()
 
 
 def prometheus_text() -> bytes:

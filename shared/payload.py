@@ -81,6 +81,11 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _refuse_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON, and NaN slips through every numeric range check.
+    raise json.JSONDecodeError(f"{name} is not a JSON value", name, 0)
+
+
 def parse_body(body: str | bytes | None, is_base64: bool, limit: int) -> dict[str, Any]:
     """Decode an HTTP body into a JSON object, enforcing the size limit before parsing."""
     if body is None or body == "":
@@ -98,9 +103,11 @@ def parse_body(body: str | bytes | None, is_base64: bool, limit: int) -> dict[st
     if len(raw) > limit:
         raise PayloadTooLarge(f"request body exceeds {limit} bytes", limit=limit)
     try:
-        document = json.loads(raw)
+        document = json.loads(raw, parse_constant=_refuse_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest("request body is nested too deeply") from None
     if not isinstance(document, dict):
         raise InvalidPayload(
             "the job must be a JSON object", [{"path": "/", "message": "must be an object"}]

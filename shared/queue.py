@@ -19,6 +19,7 @@ import redis
 from shared.errors import Conflict, LeaseLost, QueueFull, StoreUnavailable
 from shared.keys import NOTIFY_MAX, PRIORITY_RANK, SEQ_SPAN, STATES, QueueKeys
 from shared.models import AdmitResult, JobStatus, QueueCounts
+from shared.redis_client import MAX_BLOCK_SECONDS
 from shared.settings import Settings
 
 _SCRIPT_NAMES = ("admit", "claim", "heartbeat", "complete", "fail", "release", "recover")
@@ -133,7 +134,7 @@ class JobQueue:
         )
 
     def _retry_after_seconds(self) -> int:
-        # A job slot frees when a worker claims one; a few seconds is the honest estimate.
+        # A slot frees as soon as a worker claims a job: about one backoff step, at least 1 s.
         return max(1, min(30, self.settings.backoff_ms // 1000 or 1))
 
     def status(self, job_id: str) -> JobStatus | None:
@@ -206,7 +207,8 @@ class JobQueue:
         client = self.blocking_redis or self.redis
         with redis_errors():
             # BLPOP takes whole or fractional seconds (Redis >= 6); 0 would block forever.
-            return client.blpop([self.keys.notify], timeout=max(timeout_s, 0.01)) is not None
+            wait = min(max(timeout_s, 0.01), MAX_BLOCK_SECONDS)
+            return client.blpop([self.keys.notify], timeout=wait) is not None
 
     def heartbeat(self, job: ClaimedJob, progress: int | None = None) -> None:
         """Renew the lease; raises `LeaseLost` when another worker owns the job now."""

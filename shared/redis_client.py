@@ -19,16 +19,19 @@ _RETRY = Retry(NoBackoff(), retries=1)
 def mask_url(url: str) -> str:
     """The URL without any password (and without a user name that could be a token)."""
     parts = urlsplit(url)
+    # Query options (redis-py accepts ?password=...) are dropped too: none is worth the risk.
     if parts.password is None and parts.username is None:
-        return url
+        return url.split("?", 1)[0].split("#", 1)[0]
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
-    netloc = f"***@{host}" if parts.password or parts.username else host
+    netloc = f"***@{host}"
     if parts.port:
         netloc += f":{parts.port}"
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
+
+MAX_BLOCK_SECONDS = 5.0
 
 _clients: dict[tuple[str, int, bool], redis.Redis] = {}
 _lock = threading.Lock()
@@ -39,8 +42,10 @@ def _new_client(url: str, timeout_ms: int, blocking: bool) -> redis.Redis:
     return redis.Redis.from_url(
         url,
         socket_connect_timeout=timeout,
-        # A blocking client waits in BLPOP for seconds; its read timeout is set per call.
-        socket_timeout=None if blocking else timeout,
+        # A blocking client waits in BLPOP for up to MAX_BLOCK_SECONDS; its read timeout leaves
+        # room for that yet still notices a connection that died silently.
+        socket_timeout=MAX_BLOCK_SECONDS + 5 if blocking else timeout,
+        socket_keepalive=True,
         retry=_RETRY,
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         decode_responses=True,

@@ -157,8 +157,6 @@ def health_status_code(report: HealthReport) -> int:
     return 200 if report.status == "healthy" else 503
 
 
-
-
 def probe() -> dict[str, Any]:
     """The scheduled probe: recover expired leases first, then report health."""
     settings = get_settings()

@@ -7,6 +7,7 @@ names the variable. `get_settings.cache_clear()` resets the cache (tests do so).
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Mapping
 from functools import lru_cache
@@ -35,9 +36,9 @@ class Settings(BaseModel):
     backoff_ms: Annotated[int, Field(alias="PREVIEW_BACKOFF_MS", ge=0, le=3_600_000)] = 1000
     lease_ms: Annotated[int, Field(alias="PREVIEW_LEASE_MS", ge=1000, le=3_600_000)] = 30_000
     keep_completed_seconds: Annotated[int, Field(alias="PREVIEW_KEEP_COMPLETED_SECONDS", ge=0)] = 3600
-    keep_completed_count: Annotated[int, Field(alias="PREVIEW_KEEP_COMPLETED_COUNT", ge=0)] = 100
+    keep_completed_count: Annotated[int, Field(alias="PREVIEW_KEEP_COMPLETED_COUNT", ge=1)] = 100
     keep_failed_seconds: Annotated[int, Field(alias="PREVIEW_KEEP_FAILED_SECONDS", ge=0)] = 86_400
-    keep_failed_count: Annotated[int, Field(alias="PREVIEW_KEEP_FAILED_COUNT", ge=0)] = 100
+    keep_failed_count: Annotated[int, Field(alias="PREVIEW_KEEP_FAILED_COUNT", ge=1)] = 100
     redis_timeout_ms: Annotated[int, Field(alias="PREVIEW_REDIS_TIMEOUT_MS", ge=50, le=30_000)] = 750
     max_body_bytes: Annotated[int, Field(alias="PREVIEW_MAX_BODY_BYTES", ge=1024, le=6_291_456)] = 262_144
 
@@ -79,6 +80,28 @@ class Settings(BaseModel):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _data_dir_set(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must be a folder path, not empty")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _origin(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// origin")
+        return value.rstrip("/")
+
+    @field_validator("asset_buckets")
+    @classmethod
+    def _bucket_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for bucket in value:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+                raise ValueError(f"{bucket!r} is not an S3 bucket name")
+        return value
 
     @field_validator("asset_dir", mode="before")
     @classmethod

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from shared.errors import InvalidPayload, LeaseLost, PermanentRenderError, RenderError, StoreUnavailable
-from shared.observability import logger, record_failure, record_job
+from shared.observability import logger, record_failure, record_job, record_queue_counts, record_worker_heartbeat
 from shared.payload import DEFAULT_STEP_SECONDS, semantic_errors
 from shared.queue import ClaimedJob, JobQueue
 from shared.settings import Settings
@@ -197,6 +197,8 @@ class Worker:
     def maintain(self) -> None:
         """Heartbeat of the worker itself, and recovery of leases other workers lost."""
         self.queue.record_worker(self.worker_id)
+        record_worker_heartbeat()
+        record_queue_counts(self.queue.counts())
         requeued, failed = self.queue.recover_stalled()
         for _ in requeued + failed:
             record_job("stalled")
@@ -212,14 +214,26 @@ class Worker:
 
     def _drain(self, remaining_ms: Callable[[], float] | None, max_jobs: int | None, safety_ms: int) -> dict[str, Any]:
         self.maintain()
+        budget = remaining_ms() if remaining_ms is not None else None
         done = 0
         while max_jobs is None or done < max_jobs:
             claim = self.queue.claim()
             job = claim.job
             if job is None:
                 break
-            if remaining_ms is not None:
+            if remaining_ms is not None and budget is not None:
                 needed = self.estimate_ms(job.payload) + safety_ms
+                if needed > budget:
+                    # Even a fresh invocation could not finish it: retrying would only block
+                    # the queue, so it fails now with a reason an operator can act on.
+                    reason = (f"rendering needs about {needed / 1000:.0f} s, more than the worker "
+                              f"function's {budget / 1000:.0f} s; run a long-running worker for such jobs")
+                    lease = self._leases.add(job, self.abort_event)
+                    outcome = self._fail(job, lease, reason, "", retryable=False, outcome="invalid")
+                    record_job(outcome)
+                    with self._lock:
+                        self.outcomes[outcome] += 1
+                    continue
                 if remaining_ms() < needed:
                     self.queue.release(job)
                     with self._lock:
@@ -352,6 +366,10 @@ class _LeaseRenewer:
             time.sleep(min(self.interval, self.TICK_S))
             with self._lock:
                 leases = list(self._leases.values())
+                if not leases:
+                    # Nothing to renew: end, so idle workers (warm Lambdas) hold no thread.
+                    self._thread = None
+                    return
             now = time.monotonic()
             for lease in leases:
                 due = now - lease.last_beat >= self.interval

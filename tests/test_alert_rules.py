@@ -18,6 +18,7 @@ RULES = ROOT / "deploy" / "prometheus-alerts.yml"
 PROMQL_WORDS = {
     "sum", "rate", "increase", "max", "min", "avg", "count", "by", "without", "and", "or", "unless", "on",
     "ignoring", "clamp_min", "clamp_max", "histogram_quantile", "le", "bool", "offset", "irate", "abs",
+    "time", "absent",
 }
 
 
@@ -38,6 +39,7 @@ def exported() -> set[str]:
     observability.record_request("GET /x", 200)
     observability.record_failure("test")
     observability.QUEUE_JOBS.labels(queue="q", state="waiting").set(0)
+    observability.record_worker_heartbeat()
     return set(observability.exported_metric_names())
 
 

@@ -245,6 +245,15 @@ def test_secret_values_are_not_echoed_in_config_errors() -> None:
     assert result.returncode == 2 and "REDIS_URL" in result.stderr and "topsecret" not in result.stderr
 
 
+def test_bad_log_level_is_one_config_message_not_a_traceback() -> None:
+    env = {"PATH": "/usr/bin:/bin", "LOG_LEVEL": "LOUD"}
+    result = subprocess.run([sys.executable, "-m", "functions.render_worker"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "invalid configuration: LOG_LEVEL='LOUD': Value error, must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"]
+
+
 def test_fixture_loader_resolves_from_any_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     assert load_event("enqueue_job", "success")["routeKey"] == "POST /api/preview/job"

@@ -142,3 +142,12 @@ def test_body_parsing() -> None:
         parse_body(base64.b64encode(b"x" * 262_145).decode(), True, 262_144)
     with pytest.raises(InvalidRequest):
         parse_body(b"\xff\xfe{", False, 262_144)
+
+
+@pytest.mark.parametrize("body", [
+    '{"jobId": "a", "x": NaN}', '{"x": Infinity}', '{"x": -Infinity}',
+    "[" * 100_000, '{"a":' * 50_000,
+])
+def test_non_json_numbers_and_runaway_nesting_are_a_400(body: str) -> None:
+    with pytest.raises(InvalidRequest):
+        parse_body(body, False, 10_000_000)

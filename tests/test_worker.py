@@ -172,16 +172,50 @@ def test_render_longer_than_the_lease_is_not_rerun(redis_url: str, monkeypatch: 
     assert runs == ["job-1"] and len(store.published) == 1
 
 
+def test_idle_worker_holds_no_renewer_thread_and_exports_gauges(redis_url: str,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = configure(monkeypatch, PREVIEW_LEASE_MS="1000")
+    # Given a warm Lambda container invoked many times
+    for n in range(5):
+        service.get_queue().admit(payload(n))
+        make_worker(settings)[0].run_until_idle()
+    time.sleep(0.6)
+    # Then no lease-renewer thread outlives its jobs
+    assert not [t for t in threading.enumerate() if t.name == "lease-renewer"]
+    # And a worker's maintenance refreshes the per-state gauges its /metrics serves
+    make_worker(settings)[0].maintain()
+    value = observability.REGISTRY.get_sample_value("preview_queue_jobs", {"queue": "preview-jobs",
+                                                                           "state": "completed"})
+    assert value == 5
+    assert (observability.REGISTRY.get_sample_value("preview_worker_last_heartbeat_seconds") or 0) > 0
+
+
 def test_lambda_budget_never_starts_a_job_it_cannot_finish(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = configure(monkeypatch, PREVIEW_RENDER_MS_PER_VIDEO_SECOND="1000")
     service.get_queue().admit(payload(1))
     service.get_queue().admit(payload(2))
     worker, store = make_worker(settings)
-    remaining = iter([60_000, 5_000])  # plenty for the first job, too little for the second
+    # The invocation's budget, then: plenty for the first job, too little for the second
+    remaining = iter([60_000, 60_000, 5_000])
     summary = worker.run_until_idle(remaining_ms=lambda: next(remaining))
     assert summary["processed"] == 1 and summary["outcomes"]["deferred"] == 1
     second = service.get_queue().status("job-2")
     assert second is not None and (second.state, second.attemptsMade) == ("waiting", 0)
+
+
+def test_lambda_fails_a_job_no_invocation_could_finish(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = configure(monkeypatch, PREVIEW_RENDER_MS_PER_VIDEO_SECOND="100000")
+    service.get_queue().admit(payload(1, priority="high"))  # 2 s of video: ~200 s to render
+    service.get_queue().admit(payload(2, dryRun=True))  # a dry run needs little time
+    worker, _ = make_worker(settings)
+    summary = worker.run_until_idle(remaining_ms=lambda: 60_000)
+    # The oversized job fails at once instead of blocking the queue forever...
+    first = service.get_queue().status("job-1")
+    assert first is not None and (first.state, first.attemptsMade) == ("failed", 1)
+    assert "more than the worker function's 60 s" in (first.failedReason or "")
+    # ...and the queue moves on in the same invocation.
+    assert summary["outcomes"] == {"invalid": 1, "dryrun": 1}
+    assert service.get_queue().status("job-2").state == "completed"  # type: ignore[union-attr]
 
 
 def test_lost_lease_stops_the_render_and_keeps_the_new_owner(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -352,6 +352,9 @@ class Broken:
     def get_object(self, **_: Any) -> None:
         raise self.error
 
+    def delete_object(self, **_: Any) -> None:
+        raise self.error
+
 
 def test_s3_errors(tmp_path: Path) -> None:
     src = make_render_dir(tmp_path / "render", "first")
