@@ -1,4 +1,4 @@
-"""Shared fixtures: a private Redis per test session, clean settings and metrics per test."""
+"""Shared fixtures: a private Redis per test session (emptied per test), clean settings and clients per test."""
 
 from __future__ import annotations
 
