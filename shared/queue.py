@@ -19,7 +19,7 @@ import redis
 from shared.errors import Conflict, LeaseLost, QueueFull, StoreUnavailable
 from shared.keys import NOTIFY_MAX, PRIORITY_RANK, SEQ_SPAN, STATES, QueueKeys
 from shared.models import AdmitResult, JobStatus, QueueCounts
-from shared.redis_client import MAX_BLOCK_SECONDS
+from shared.redis_client import MAX_BLOCK_SECONDS, ScriptRunner
 from shared.settings import Settings
 
 _SCRIPT_NAMES = ("admit", "claim", "heartbeat", "complete", "fail", "release", "recover")
@@ -94,6 +94,14 @@ class JobQueue:
         self.settings = settings
         self.keys = QueueKeys(settings.queue_name)
         self._scripts = {name: client.register_script(src) for name, src in SCRIPT_SOURCES.items()}
+        self._runner = ScriptRunner(client)
+
+    def _script(self, name: str, keys: list[Any], args: list[Any]) -> Any:
+        return self._runner(self._scripts[name], keys, args)
+
+    def close(self) -> None:
+        """Close the connections the scripts ran on (the clients belong to the caller)."""
+        self._runner.close()
 
     @property
     def name(self) -> str:
@@ -111,7 +119,8 @@ class JobQueue:
         attempts_max = payload.get("attempts") or self.settings.job_attempts
         document = canonical_json(payload)
         with redis_errors():
-            code, detail = self._scripts["admit"](
+            code, detail = self._script(
+                "admit",
                 keys=[self.keys.job(job_id), self.keys.waiting, self.keys.delayed, self.keys.seq,
                       self.keys.notify],
                 args=[job_id, payload_hash(document), document, PRIORITY_RANK[priority],
@@ -181,7 +190,7 @@ class JobQueue:
     def claim(self, token: str | None = None) -> ClaimOutcome:
         token = token or secrets.token_hex(12)
         with redis_errors():
-            reply = self._scripts["claim"](
+            reply = self._script("claim", 
                 keys=[self.keys.waiting, self.keys.active, self.keys.delayed, self.keys.notify],
                 args=[self.keys.job_prefix, token, self.settings.lease_ms],
             )
@@ -213,7 +222,7 @@ class JobQueue:
     def heartbeat(self, job: ClaimedJob, progress: int | None = None) -> None:
         """Renew the lease; raises `LeaseLost` when another worker owns the job now."""
         with redis_errors():
-            renewed = self._scripts["heartbeat"](
+            renewed = self._script("heartbeat", 
                 keys=[self.keys.job(job.id), self.keys.active],
                 args=[job.id, job.token, self.settings.lease_ms, "" if progress is None else int(progress)],
             )
@@ -223,7 +232,7 @@ class JobQueue:
     def complete(self, job: ClaimedJob, result: dict[str, Any] | None = None) -> None:
         s = self.settings
         with redis_errors():
-            done = self._scripts["complete"](
+            done = self._script("complete", 
                 keys=[self.keys.job(job.id), self.keys.active, self.keys.completed],
                 args=[job.id, job.token, self.keys.job_prefix, s.keep_completed_seconds * 1000,
                       s.keep_completed_count, json.dumps(result or {})],
@@ -236,7 +245,7 @@ class JobQueue:
         s = self.settings
         delay = backoff_delay_ms(s.backoff_ms, job.attempts_made + 1)
         with redis_errors():
-            state, _attempts = self._scripts["fail"](
+            state, _attempts = self._script("fail", 
                 keys=[self.keys.job(job.id), self.keys.active, self.keys.delayed, self.keys.failed],
                 args=[job.id, job.token, self.keys.job_prefix, reason[:2000], stacktrace[-8000:],
                       1 if retryable else 0, delay, s.keep_failed_seconds * 1000, s.keep_failed_count],
@@ -250,7 +259,7 @@ class JobQueue:
         with redis_errors():
             return bool(
                 int(
-                    self._scripts["release"](
+                    self._script("release", 
                         keys=[self.keys.job(job.id), self.keys.active, self.keys.waiting, self.keys.notify],
                         args=[job.id, job.token],
                     )
@@ -261,7 +270,7 @@ class JobQueue:
         """Jobs whose lease expired go back to waiting (an attempt counted) or to failed."""
         s = self.settings
         with redis_errors():
-            requeued, failed = self._scripts["recover"](
+            requeued, failed = self._script("recover", 
                 keys=[self.keys.active, self.keys.waiting, self.keys.failed, self.keys.notify],
                 args=[self.keys.job_prefix, limit, s.keep_failed_seconds * 1000, s.keep_failed_count],
             )

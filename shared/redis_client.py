@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
+from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
+from redis.commands.core import Script
+from redis.connection import AbstractConnection
+from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from shared.settings import Settings
@@ -70,3 +77,66 @@ def reset_clients() -> None:
         for client in _clients.values():
             client.close()
         _clients.clear()
+
+
+class ScriptRunner:
+    """Runs the queue's Lua scripts: one EVALSHA round trip on a connection of the caller's
+    thread, with nothing between the caller and the socket but packing and parsing.
+
+    Every state change of the queue is one script, so this is the hot path of admission and of
+    the worker loop. Going through `Redis.execute_command` adds a pool check-out and check-in,
+    retry closures and redis-py's metric hooks to each call: about a fifth of an admission's
+    time on loopback (see bench/queue_bench.py). The connections are made from the client's
+    own settings (timeouts, keep-alive, credentials, TLS) and follow its error policy: one
+    retry on a fresh connection after a dropped one, a script reloaded once when the server
+    lost it. A connection belongs to one thread; it closes when that thread ends, when the
+    runner is closed or collected, and is never reused across a fork.
+    """
+
+    def __init__(self, client: redis.Redis, retries: int = 1) -> None:
+        pool = client.connection_pool
+        self._connection_class = pool.connection_class
+        self._connection_kwargs = dict(pool.connection_kwargs)
+        self._retries = retries
+        self._local = threading.local()
+        self._open: weakref.WeakSet[AbstractConnection] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def _connection(self) -> AbstractConnection:
+        local = self._local
+        conn: AbstractConnection | None = getattr(local, "conn", None)
+        if conn is None or local.pid != os.getpid():
+            conn = self._connection_class(**self._connection_kwargs)
+            local.conn, local.pid = conn, os.getpid()
+            with self._lock:
+                self._open.add(conn)
+        return conn
+
+    def __call__(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        conn = self._connection()
+        packed = conn.pack_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        failures = 0
+        reloaded = False
+        while True:
+            try:
+                # Both calls disconnect the connection on any error, so a retry starts clean.
+                conn.send_packed_command(packed, check_health=False)
+                return conn.read_response()
+            except NoScriptError:
+                if reloaded:
+                    raise
+                reloaded = True
+                conn.send_command("SCRIPT", "LOAD", script.script, check_health=False)
+                script.sha = conn.read_response()
+                packed = conn.pack_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            except (redis.ConnectionError, redis.TimeoutError):
+                failures += 1
+                if failures > self._retries:
+                    raise
+
+    def close(self) -> None:
+        """Close every connection this runner opened (a thread still using one reconnects)."""
+        with self._lock:
+            connections = list(self._open)  # kept: a thread may reconnect the same object
+        for conn in connections:
+            conn.disconnect()

@@ -40,6 +40,9 @@ _queues: dict[int, JobQueue] = {}
 
 
 def reset_queues() -> None:
+    """Forget the cached queues and close the connections their scripts ran on."""
+    for queue in _queues.values():
+        queue.close()
     _queues.clear()
 
 

@@ -1,0 +1,102 @@
+"""The queue's script path on a real Redis: a connection per thread, a lost script reloaded,
+a dropped connection retried once, and every connection closed when the queue is."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from shared.errors import StoreUnavailable
+from shared.queue import JobQueue
+from shared.settings import Settings
+
+MakeQueue = Callable[[str], JobQueue]
+
+
+@pytest.fixture
+def make_queue() -> Iterator[Callable[[str], JobQueue]]:
+    """Queues on their own clients, all closed after the test."""
+    made: list[JobQueue] = []
+
+    def make(url: str) -> JobQueue:
+        settings = Settings.from_env({"REDIS_URL": url})
+        made.append(JobQueue(redis.Redis.from_url(url, decode_responses=True), settings))
+        return made[-1]
+
+    yield make
+    for queue in made:
+        queue.close()
+        queue.redis.close()
+
+
+def job(n: int) -> dict[str, Any]:
+    return {"jobId": f"job-{n}", "projectId": "proj-1", "requestId": f"req-{n}", "dryRun": True,
+            "previewRequest": {"steps": [], "assets": [], "audio": {}}}
+
+
+def script_clients(rdb: redis.Redis, expect: int | None = None) -> list[dict[str, Any]]:
+    """Connections whose last command was a script; with `expect`, wait up to 2 s for that many
+    (a closed socket leaves the server's list a moment later)."""
+    deadline = time.monotonic() + 2
+    while True:
+        found = [c for c in rdb.client_list() if c["cmd"] == "evalsha"]
+        if expect is None or len(found) == expect or time.monotonic() > deadline:
+            return found
+        time.sleep(0.01)
+
+
+def test_each_thread_runs_scripts_on_its_own_connection(
+    redis_url: str, rdb: redis.Redis, make_queue: MakeQueue
+) -> None:
+    queue = make_queue(redis_url)
+    queue.admit(job(0))
+    queue.admit(job(1))
+    assert len(script_clients(rdb)) == 1  # one thread, one connection, reused
+
+    def admit(n: int) -> None:
+        queue.admit(job(n))
+
+    threads = [threading.Thread(target=admit, args=(n,)) for n in range(2, 5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert queue.counts().waiting == 5
+    # The three threads have ended: their connections closed with them.
+    assert len(script_clients(rdb, expect=1)) == 1
+    queue.close()
+    assert script_clients(rdb, expect=0) == []
+    assert queue.admit(job(5)).created  # a closed queue's next call connects again
+
+
+def test_a_script_the_server_lost_is_loaded_again(redis_url: str, rdb: redis.Redis, make_queue: MakeQueue) -> None:
+    queue = make_queue(redis_url)
+    queue.admit(job(1))
+    rdb.script_flush()  # as after a failover to a replica that never saw the script
+    assert queue.admit(job(2)).created
+    assert queue.counts().waiting == 2
+
+
+def test_a_dropped_connection_is_retried_once(redis_url: str, rdb: redis.Redis, make_queue: MakeQueue) -> None:
+    queue = make_queue(redis_url)
+    queue.admit(job(1))
+    # The server closes the script connection (idle timeout, proxy restart, failover).
+    killed = script_clients(rdb, expect=1)
+    assert len(killed) == 1
+    rdb.client_kill_filter(_id=killed[0]["id"])
+    assert queue.admit(job(2)).created
+    assert queue.counts().waiting == 2
+
+
+def test_unreachable_redis_is_a_clear_503(make_queue: MakeQueue) -> None:
+    # Nothing listens on port 1: the call fails at once, without the URL in the message.
+    queue = make_queue("redis://:s3cret@127.0.0.1:1/0")
+    with pytest.raises(StoreUnavailable) as caught:
+        queue.admit(job(1))
+    assert caught.value.status_code == 503
+    assert "s3cret" not in str(caught.value)
