@@ -1,5 +1,8 @@
 """The queue's script path on a real Redis: a connection per thread, a lost script reloaded,
-a dropped connection retried once, and every connection closed when the queue is."""
+a dropped connection retried once, and every connection closed when the queue is.
+
+These count the server's connections, so they run on a Redis of their own that no other test
+(nor a queue another test left for the garbage collector) is connected to."""
 
 from __future__ import annotations
 
@@ -11,11 +14,32 @@ from typing import Any
 import pytest
 import redis
 
+from local.redis_server import RedisServer
 from shared.errors import StoreUnavailable
 from shared.queue import JobQueue
 from shared.settings import Settings
 
 MakeQueue = Callable[[str], JobQueue]
+
+
+@pytest.fixture(scope="module")
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = RedisServer(tmp_path_factory.mktemp("script-runner-redis")).start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(own_redis: str) -> str:
+    with redis.Redis.from_url(own_redis) as client:
+        client.flushall()
+    return own_redis
+
+
+@pytest.fixture
+def rdb(redis_url: str) -> Iterator[redis.Redis]:
+    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
+        yield client
 
 
 @pytest.fixture
