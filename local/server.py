@@ -233,7 +233,7 @@ class Emulator:
 
     async def metrics(self, request: Request) -> Response:
         from shared import service
-        from shared.observability import PROMETHEUS_CONTENT_TYPE, prometheus_text
+        from shared.prometheus_metrics import PROMETHEUS_CONTENT_TYPE, prometheus_text
 
         def refresh() -> None:
             with contextlib.suppress(Exception):  # Redis down: scrape what we have

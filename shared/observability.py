@@ -1,5 +1,7 @@
-"""Logger, metrics and their two exports: Prometheus (emulator, long-running worker) and
-CloudWatch EMF through Powertools Metrics (Lambda). Metric names follow the SPEC."""
+"""Logger, metrics and their two exports: CloudWatch EMF through Powertools Metrics inside
+Lambda, Prometheus everywhere else (emulator, long-running worker; see
+`shared.prometheus_metrics`, which a Lambda function never imports). Metric names follow the
+SPEC."""
 
 from __future__ import annotations
 
@@ -8,16 +10,17 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from shared.models import QueueCounts
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 SERVICE = "preview-service"
 NAMESPACE = "PreviewService"
@@ -41,43 +44,23 @@ logger = Logger(
     logger_handler=logging.StreamHandler(_CurrentStdout()),  # type: ignore[arg-type]
 )
 
-REGISTRY = CollectorRegistry(auto_describe=True)
-
-REQUESTS = Counter(
-    "preview_requests_total", "HTTP requests by route and status", ["route", "status"], registry=REGISTRY
-)
-FAILURES = Counter(
-    "preview_failures_total", "Unexpected failures by component", ["component"], registry=REGISTRY
-)
-JOB_OUTCOMES = Counter(
-    "preview_worker_job_outcomes_total",
-    "Finished job attempts by outcome (completed, failed, retried, invalid, dryrun, stalled)",
-    ["outcome"],
-    registry=REGISTRY,
-)
-JOB_DURATION = Histogram(
-    "preview_worker_job_duration_seconds",
-    "Wall time of one job attempt in the worker",
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
-    registry=REGISTRY,
-)
-QUEUE_JOBS = Gauge("preview_queue_jobs", "Jobs per state", ["queue", "state"], registry=REGISTRY)
-WORKER_HEARTBEAT = Gauge(
-    "preview_worker_last_heartbeat_seconds", "Unix time of this worker's last heartbeat", registry=REGISTRY
-)
-
-OUTCOMES = ("completed", "failed", "retried", "invalid", "dryrun", "stalled")
-for _outcome in OUTCOMES:
-    # Present from the start at 0, so rate() over them is 0 rather than empty for an idle worker.
-    JOB_OUTCOMES.labels(outcome=_outcome)
-PROMETHEUS_CONTENT_TYPE = CONTENT_TYPE_LATEST
+def in_lambda() -> bool:
+    """Inside real Lambda (the emulator sets no AWS_EXECUTION_ENV); nobody scrapes it there."""
+    return "AWS_LAMBDA_FUNCTION_NAME" in os.environ and "AWS_EXECUTION_ENV" in os.environ
 
 
 def emf_enabled() -> bool:
     """EMF lines go to stdout only inside real Lambda, where CloudWatch turns them into metrics."""
-    if os.environ.get("PREVIEW_METRICS_EMF", "").lower() in {"0", "false", "no"}:
-        return False
-    return "AWS_LAMBDA_FUNCTION_NAME" in os.environ and "AWS_EXECUTION_ENV" in os.environ
+    return in_lambda() and os.environ.get("PREVIEW_METRICS_EMF", "").lower() not in {"0", "false", "no"}
+
+
+def prometheus() -> ModuleType | None:
+    """The Prometheus collectors, or None inside Lambda (which then never loads the client)."""
+    if in_lambda():
+        return None
+    from shared import prometheus_metrics
+
+    return prometheus_metrics
 
 
 def _emf(name: str, value: float, unit: MetricUnit, dimensions: dict[str, str]) -> None:
@@ -88,49 +71,47 @@ def _emf(name: str, value: float, unit: MetricUnit, dimensions: dict[str, str]) 
 
 
 def record_request(route: str, status: int) -> None:
-    REQUESTS.labels(route=route, status=str(status)).inc()
+    if prom := prometheus():
+        prom.REQUESTS.labels(route=route, status=str(status)).inc()
     if emf_enabled():
         _emf("preview_requests_total", 1, MetricUnit.Count, {"route": route, "status": str(status)})
 
 
 def record_failure(component: str) -> None:
-    FAILURES.labels(component=component).inc()
+    if prom := prometheus():
+        prom.FAILURES.labels(component=component).inc()
     if emf_enabled():
         _emf("preview_failures_total", 1, MetricUnit.Count, {"component": component})
 
 
 def record_job(outcome: str, seconds: float | None = None) -> None:
-    JOB_OUTCOMES.labels(outcome=outcome).inc()
-    if seconds is not None:
-        JOB_DURATION.observe(seconds)
+    if prom := prometheus():
+        prom.JOB_OUTCOMES.labels(outcome=outcome).inc()
+        if seconds is not None:
+            prom.JOB_DURATION.observe(seconds)
     if emf_enabled():
         _emf("preview_worker_job_outcomes_total", 1, MetricUnit.Count, {"outcome": outcome})
         if seconds is not None:
             _emf("preview_worker_job_duration_seconds", seconds, MetricUnit.Seconds, {})
 
 
+QUEUE_STATES = ("waiting", "active", "completed", "failed", "delayed")
+
+
 def record_queue_counts(counts: QueueCounts) -> None:
-    for state in ("waiting", "active", "completed", "failed", "delayed"):
-        QUEUE_JOBS.labels(queue=counts.name, state=state).set(getattr(counts, state))
+    if prom := prometheus():
+        for state in QUEUE_STATES:
+            prom.QUEUE_JOBS.labels(queue=counts.name, state=state).set(getattr(counts, state))
     if emf_enabled():
-        for state in ("waiting", "active", "completed", "failed", "delayed"):
+        for state in QUEUE_STATES:
             _emf("preview_queue_jobs", getattr(counts, state), MetricUnit.Count,
                  {"queue": counts.name, "state": state})
 
 
 def record_worker_heartbeat() -> None:
-    WORKER_HEARTBEAT.set_to_current_time()
-
-
-def prometheus_text() -> bytes:
-    return generate_latest(REGISTRY)
-
-
-def exported_metric_names() -> Iterable[str]:
-    """Every series name a scrape can show (counters add _total/_created, histograms _bucket...)."""
-    for metric in REGISTRY.collect():
-        for sample in metric.samples:
-            yield sample.name
+    # Inside Lambda the heartbeat lives in Redis only (health reads it from there).
+    if prom := prometheus():
+        prom.WORKER_HEARTBEAT.set_to_current_time()
 
 
 _warm_functions: set[str] = set()

@@ -435,7 +435,7 @@ def main() -> int:
     from prometheus_client import start_http_server
 
     from shared.errors import ConfigError
-    from shared.observability import REGISTRY
+    from shared.prometheus_metrics import REGISTRY
     from shared.settings import get_settings
 
     try:

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 import yaml
 
-from shared import observability
+from shared import observability, prometheus_metrics
 from tests.conftest import ROOT
 
 RULES = ROOT / "deploy" / "prometheus-alerts.yml"
@@ -38,9 +38,9 @@ def exported() -> set[str]:
     observability.record_job("completed", 1.0)
     observability.record_request("GET /x", 200)
     observability.record_failure("test")
-    observability.QUEUE_JOBS.labels(queue="q", state="waiting").set(0)
+    prometheus_metrics.QUEUE_JOBS.labels(queue="q", state="waiting").set(0)
     observability.record_worker_heartbeat()
-    return set(observability.exported_metric_names())
+    return set(prometheus_metrics.exported_metric_names())
 
 
 def test_every_rule_names_only_exported_metrics() -> None:

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from shared import observability
+from shared import observability, prometheus_metrics
 from tests.handlers import invoke_fixture
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def sample(name: str, **labels: str) -> float:
-    value = observability.REGISTRY.get_sample_value(name, labels)
+    value = prometheus_metrics.REGISTRY.get_sample_value(name, labels)
     return value or 0.0
 
 
@@ -27,7 +33,7 @@ def test_every_request_is_counted_by_route_and_status(redis_url: str) -> None:
 def test_spec_metric_names_are_exported() -> None:
     observability.record_job("completed", 1.5)
     observability.record_failure("render")
-    text = observability.prometheus_text().decode()
+    text = prometheus_metrics.prometheus_text().decode()
     for name in ("preview_requests_total", "preview_failures_total", "preview_worker_job_outcomes_total",
                  "preview_worker_job_duration_seconds_bucket", "preview_queue_jobs"):
         assert name in text
@@ -87,3 +93,37 @@ def test_concurrent_invocations_keep_their_own_log_context(redis_url: str,
     # Then every log line carries the request id of its own request
     assert len(admitted) == 16
     assert all(line["correlation_id"] == "rid-" + line["jobId"].split("-")[1] for line in admitted)
+
+
+def test_lambda_metrics_leave_as_emf_only(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "enqueue")
+    monkeypatch.setenv("AWS_EXECUTION_ENV", "AWS_Lambda_python3.12")
+    before = sample("preview_requests_total", route="GET /lambda-only", status="200")
+    observability.record_request("GET /lambda-only", 200)
+    assert sample("preview_requests_total", route="GET /lambda-only", status="200") == before
+    assert "preview_requests_total" in capsys.readouterr().out
+
+
+def test_a_lambda_cold_start_never_loads_the_prometheus_client() -> None:
+    # In a fresh interpreter with the variables the Lambda runtime sets: import every handler
+    # and handle one request each way a metric is recorded, then look at what got loaded.
+    code = (
+        "import sys\n"
+        "from functions.enqueue_job import app as enqueue\n"
+        "from functions.job_status import app as status\n"
+        "from functions.queue_metrics import app\n"
+        "from functions.worker_health import app\n"
+        "from functions.job_artifact import app\n"
+        "from functions.health_probe import app\n"
+        "from functions.render_worker import app\n"
+        "from shared import observability\n"
+        "observability.record_request('GET /x', 200)\n"
+        "observability.record_job('completed', 1.0)\n"
+        "observability.record_worker_heartbeat()\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('prometheus', 'shared.prometheus'))))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "PREVIEW_"))}
+    env.update(AWS_LAMBDA_FUNCTION_NAME="enqueue", AWS_EXECUTION_ENV="AWS_Lambda_python3.12")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from shared import observability, service
+from shared import prometheus_metrics, service
 from shared.errors import InvalidAsset, TransientRenderError
 from shared.settings import Settings, get_settings
 from shared.worker import Worker
@@ -53,7 +53,7 @@ def make_worker(settings: Settings, render: Any = write_file, store: Any = None)
 
 
 def outcome_count(outcome: str) -> float:
-    return observability.REGISTRY.get_sample_value("preview_worker_job_outcomes_total", {"outcome": outcome}) or 0
+    return prometheus_metrics.REGISTRY.get_sample_value("preview_worker_job_outcomes_total", {"outcome": outcome}) or 0
 
 
 def test_completed_job_is_published_once(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -184,10 +184,10 @@ def test_idle_worker_holds_no_renewer_thread_and_exports_gauges(redis_url: str,
     assert not [t for t in threading.enumerate() if t.name == "lease-renewer"]
     # And a worker's maintenance refreshes the per-state gauges its /metrics serves
     make_worker(settings)[0].maintain()
-    value = observability.REGISTRY.get_sample_value("preview_queue_jobs", {"queue": "preview-jobs",
+    value = prometheus_metrics.REGISTRY.get_sample_value("preview_queue_jobs", {"queue": "preview-jobs",
                                                                            "state": "completed"})
     assert value == 5
-    assert (observability.REGISTRY.get_sample_value("preview_worker_last_heartbeat_seconds") or 0) > 0
+    assert (prometheus_metrics.REGISTRY.get_sample_value("preview_worker_last_heartbeat_seconds") or 0) > 0
 
 
 def test_lambda_budget_never_starts_a_job_it_cannot_finish(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

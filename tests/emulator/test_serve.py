@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from local.redis_server import RedisServer
-from shared.observability import PROMETHEUS_CONTENT_TYPE
+from shared.prometheus_metrics import PROMETHEUS_CONTENT_TYPE
 from tests.conftest import load_event
 from tests.emulator.conftest import Emulator, child_env
 
