@@ -11,9 +11,9 @@ How the comparisons are kept fair:
 - rounds alternate ours / bullmq and each side is credited with its best round, so a noisy
   moment on a shared machine does not land on one side only;
 - the same concurrency on both sides, and the 1.5x target applies to each such pair: one
-  sequential caller each, or 8 callers in flight each (8 threads over a connection pool for
-  ours; 8 asyncio tasks for bullmq, run both on its default single connection and on a pooled
-  client, and credited with the faster);
+  sequential caller each, or 8 callers in flight each (8 threads for ours, each running the
+  queue's scripts on its own connection as the service does; 8 asyncio tasks for bullmq, run
+  both on its default single connection and on a pooled client, and credited with the faster);
 - the worker comparison is the real `Worker` class (8 job loops, a no-op render and store)
   against a bullmq `Worker` (concurrency 8, a no-op async processor), both on N pre-filled
   jobs; the bare claim->complete loop is shown next to it for contrast, without a target;
@@ -144,6 +144,7 @@ class Bench:
         self.url = url
         self.data_dir = data_dir
         self._clients: list[redis.Redis] = []
+        self._queues: list[JobQueue] = []
         self._count = 0
 
     def queue(self, label: str) -> JobQueue:
@@ -151,7 +152,8 @@ class Bench:
         settings = make_settings(self.url, f"bench-{label}-{self._count}", self.data_dir)
         client, blocking = make_client(settings), make_client(settings, blocking=True)
         self._clients += [client, blocking]
-        return JobQueue(client, settings, blocking)
+        self._queues.append(JobQueue(client, settings, blocking))
+        return self._queues[-1]
 
     def flush(self) -> None:
         with redis.Redis.from_url(self.url) as client:
@@ -173,17 +175,24 @@ class Bench:
         return {name: max(values) for name, values in results.items()}
 
     def close_clients(self) -> None:
+        for queue in self._queues:
+            queue.close()
+        self._queues.clear()
         for client in self._clients:
             client.close()
         self._clients.clear()
 
 
-def run_threads(n: int, body: Callable[[int], Any]) -> tuple[float, list[Any]]:
-    """Run `body(i)` on n threads released together; seconds until the last one finished."""
+def run_threads(n: int, body: Callable[[int], Any],
+                setup: Callable[[int], Any] | None = None) -> tuple[float, list[Any]]:
+    """Run `body(i)` on n threads released together, after `setup(i)` (untimed) on each;
+    seconds until the last one finished."""
     barrier = threading.Barrier(n + 1)
     results: list[Any] = [None] * n
 
     def target(i: int) -> None:
+        if setup is not None:
+            setup(i)
         barrier.wait()
         results[i] = body(i)
 
@@ -236,14 +245,16 @@ def percentile(values: list[float], q: float) -> float:
 def ours_admit(bench: Bench, n: int, warmup: int, threads: int = 1) -> float:
     """jobs/s of `JobQueue.admit`: in this thread when threads == 1, else on `threads` threads."""
     queue = bench.queue(f"admit-{threads}")
-    prefill(queue, warmup, "w", threads)  # also opens the pool's connections
     if threads == 1:
+        for i in range(warmup):  # loads the script, opens this thread's connection
+            queue.admit(job_payload(i, "w"))
         start = time.perf_counter()
         for i in range(n):
             queue.admit(job_payload(i))
         return n / (time.perf_counter() - start)
-    parts = slices(n, threads)
-    elapsed, _ = run_threads(threads, lambda t: [queue.admit(job_payload(i)) for i in parts[t]])
+    parts, warm = slices(n, threads), slices(warmup, threads)
+    elapsed, _ = run_threads(threads, lambda t: [queue.admit(job_payload(i)) for i in parts[t]],
+                             setup=lambda t: [queue.admit(job_payload(i, "w")) for i in warm[t]])
     return n / elapsed
 
 

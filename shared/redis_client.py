@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import weakref
@@ -79,6 +80,22 @@ def reset_clients() -> None:
         _clients.clear()
 
 
+class _ThreadConnection:
+    """A thread's script connection. A redis-py connection sits in reference cycles, so only
+    the garbage collector would close it after its thread ends; this holder is in none, so the
+    thread's end closes the socket at once."""
+
+    __slots__ = ("conn", "pid")
+
+    def __init__(self, conn: AbstractConnection) -> None:
+        self.conn, self.pid = conn, os.getpid()
+
+    def __del__(self) -> None:
+        if self.pid == os.getpid():  # never close a parent's socket from a forked child
+            with contextlib.suppress(Exception):  # e.g. at interpreter shutdown: nothing to tell
+                self.conn.disconnect()
+
+
 class ScriptRunner:
     """Runs the queue's Lua scripts: one EVALSHA round trip on a connection of the caller's
     thread, with nothing between the caller and the socket but packing and parsing.
@@ -103,14 +120,13 @@ class ScriptRunner:
         self._lock = threading.Lock()
 
     def _connection(self) -> AbstractConnection:
-        local = self._local
-        conn: AbstractConnection | None = getattr(local, "conn", None)
-        if conn is None or local.pid != os.getpid():
+        held: _ThreadConnection | None = getattr(self._local, "held", None)
+        if held is None or held.pid != os.getpid():
             conn = self._connection_class(**self._connection_kwargs)
-            local.conn, local.pid = conn, os.getpid()
+            self._local.held = held = _ThreadConnection(conn)
             with self._lock:
                 self._open.add(conn)
-        return conn
+        return held.conn
 
     def __call__(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         conn = self._connection()
