@@ -20,6 +20,7 @@ import re
 import secrets
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from shared.errors import RenderError, StoreUnavailable, TransientRenderError
+from shared.observability import logger
 from shared.settings import Settings
 
 MANIFEST = "container.json"
@@ -189,10 +191,18 @@ def _locked(path: Path) -> Iterator[None]:
 class LocalStore:
     """Artifacts under `DATA_DIR/previews`, served by the emulator through signed URLs."""
 
-    def __init__(self, data_dir: Path, url_secret: str = "") -> None:
+    # Pruning runs from publish, at most this often per store.
+    PRUNE_INTERVAL_SECONDS = 3600
+    # Staging and removal folders a killed process left behind are swept after this long.
+    LEFTOVER_SECONDS = 3600
+
+    def __init__(self, data_dir: Path, url_secret: str = "", retention_seconds: int = 0) -> None:
         self.data_dir = Path(data_dir)
         self.root = self.data_dir / PREFIX
         self._secret = url_secret.encode("utf-8") if url_secret else None
+        self.retention_seconds = retention_seconds
+        self._next_prune = 0.0
+        self._prune_lock = threading.Lock()
 
     def job_dir(self, project_id: str, job_id: str) -> Path:
         return self.root / _check_name(project_id, "projectId") / _check_name(job_id, "jobId")
@@ -226,7 +236,61 @@ class LocalStore:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        self._maybe_prune()
         return manifest
+
+    def _maybe_prune(self) -> None:
+        if not self.retention_seconds or time.monotonic() < self._next_prune:
+            return
+        if not self._prune_lock.acquire(blocking=False):
+            return  # another thread of this process is at it
+        try:
+            self._next_prune = time.monotonic() + self.PRUNE_INTERVAL_SECONDS
+            self.prune()
+        except OSError as exc:  # a full or read-only disk must not fail the job that published
+            logger.warning("pruning old previews failed", extra={"error": str(exc)})
+        finally:
+            self._prune_lock.release()
+
+    def prune(self, now: float | None = None) -> list[str]:
+        """Delete previews published more than `retention_seconds` ago (like the S3 lifecycle
+        rule) and staging folders a killed process left. Returns `project/job` of each preview
+        deleted. Age is the manifest's: a re-render of the same job starts it again."""
+        now = time.time() if now is None else now
+        removed: list[str] = []
+        if not self.root.is_dir():
+            return removed
+        for project_dir in self.root.iterdir():
+            if not project_dir.is_dir() or not _SAFE_NAME.match(project_dir.name):
+                continue
+            for entry in project_dir.iterdir():
+                if entry.name.startswith((".tmp-", ".old-", ".del-")):
+                    if now - (_mtime(entry) or now) > self.LEFTOVER_SECONDS:
+                        shutil.rmtree(entry, ignore_errors=True)
+                elif (self.retention_seconds and _SAFE_NAME.match(entry.name)
+                      and self._delete_if_older(project_dir.name, entry.name, now - self.retention_seconds)):
+                    removed.append(f"{project_dir.name}/{entry.name}")
+        if removed:
+            logger.info("pruned old previews", extra={"count": len(removed),
+                                                      "retentionDays": self.retention_seconds / 86_400})
+        return removed
+
+    def _delete_if_older(self, project_id: str, job_id: str, cutoff: float) -> bool:
+        """Delete one preview if it was published before `cutoff`, checked under the project's
+        lock so that a re-render landing meanwhile is kept."""
+        final = self.job_dir(project_id, job_id)
+        doomed = final.parent / f".del-{job_id}-{uuid.uuid4().hex}"
+        with _locked(final.parent / ".lock"):
+            # No manifest (never the case for a published set): the folder's own age.
+            published = _mtime(final / MANIFEST) or _mtime(final)
+            if published is None or published >= cutoff:
+                return False
+            try:
+                os.rename(final, doomed)
+            except FileNotFoundError:
+                return False
+        shutil.rmtree(doomed, ignore_errors=True)
+        return True
 
     def read_manifest(self, project_id: str, job_id: str) -> dict[str, Any] | None:
         try:
@@ -297,6 +361,13 @@ class LocalStore:
         if not target.is_relative_to(root) or not target.is_file():
             return None
         return target
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except (FileNotFoundError, NotADirectoryError):
+        return None
 
 
 def _load_or_create_secret(path: Path) -> bytes:
@@ -424,4 +495,4 @@ class S3Store:
 def get_store(settings: Settings) -> ArtifactStore:
     if settings.artifact_bucket:
         return S3Store(settings.artifact_bucket)
-    return LocalStore(settings.data_dir, settings.url_secret)
+    return LocalStore(settings.data_dir, settings.url_secret, settings.artifact_retention_days * 86_400)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import stat
 import threading
 import time
@@ -18,7 +19,7 @@ from moto import mock_aws
 
 from shared import artifacts as shared_artifacts
 from shared.artifacts import LocalStore, S3Store, build_manifest, describe_files, get_store, manifest_bytes
-from shared.errors import RenderError, StoreUnavailable, TransientRenderError
+from shared.errors import ConfigError, RenderError, StoreUnavailable, TransientRenderError
 from shared.settings import Settings
 
 
@@ -266,6 +267,73 @@ def test_local_delete(tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "data" / "previews" / "proj-1").iterdir()] == [".lock"]
     store.delete("proj-1", "job-1")  # already gone: fine
     store.delete("never", "seen")
+
+
+DAY = 86_400
+
+
+def age(path: Path, seconds: float) -> None:
+    """Make `path` look `seconds` old."""
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_local_store_prunes_previews_past_retention(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "data", "s3cret", retention_seconds=7 * DAY)
+    for project, job in (("proj-1", "old"), ("proj-1", "new"), ("proj-2", "old")):
+        store.publish(project, job, make_render_dir(tmp_path / f"render-{project}-{job}", job))
+    age(store.job_dir("proj-1", "old") / "container.json", 8 * DAY)
+    age(store.job_dir("proj-2", "old") / "container.json", 8 * DAY)
+    age(store.job_dir("proj-1", "new") / "container.json", 6 * DAY)
+    # What a killed publisher or deleter leaves: swept after an hour, not before.
+    stale = store.root / "proj-1" / ".tmp-job-x-stale"
+    fresh = store.root / "proj-1" / ".tmp-job-y-fresh"
+    for leftover in (stale, fresh):
+        leftover.mkdir()
+        (leftover / "preview.mp4").write_bytes(b"partial")
+    age(stale, 2 * 3600)
+
+    assert sorted(store.prune()) == ["proj-1/old", "proj-2/old"]
+    assert store.read_manifest("proj-1", "old") is None and store.read_manifest("proj-2", "old") is None
+    assert store.read_manifest("proj-1", "new") is not None
+    assert not stale.exists() and fresh.exists()
+    assert store.prune() == []
+
+
+def test_a_rerender_restarts_the_clock(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "data", "s3cret", retention_seconds=DAY)
+    store.publish("proj-1", "job-1", make_render_dir(tmp_path / "render-1", "first"))
+    age(store.job_dir("proj-1", "job-1") / "container.json", 2 * DAY)
+    store.publish("proj-1", "job-1", make_render_dir(tmp_path / "render-2", "second"))
+    assert store.prune() == []
+    assert store.read_manifest("proj-1", "job-1") is not None
+
+
+def test_publish_prunes_at_most_hourly_and_zero_keeps_everything(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "data", "s3cret", retention_seconds=DAY)
+    store.publish("proj-1", "old", make_render_dir(tmp_path / "render-old", "old"))
+    age(store.job_dir("proj-1", "old") / "container.json", 2 * DAY)
+    # A new store (a restarted worker) prunes on its first publish...
+    store = LocalStore(tmp_path / "data", "s3cret", retention_seconds=DAY)
+    store.publish("proj-1", "a", make_render_dir(tmp_path / "render-a", "a"))
+    assert store.read_manifest("proj-1", "old") is None
+    # ...then not again within the hour.
+    age(store.job_dir("proj-1", "a") / "container.json", 2 * DAY)
+    store.publish("proj-1", "b", make_render_dir(tmp_path / "render-b", "b"))
+    assert store.read_manifest("proj-1", "a") is not None
+
+    keep = LocalStore(tmp_path / "data", "s3cret", retention_seconds=0)
+    keep.publish("proj-1", "c", make_render_dir(tmp_path / "render-c", "c"))
+    assert keep.prune() == [] and keep.read_manifest("proj-1", "a") is not None
+
+
+def test_retention_comes_from_settings(tmp_path: Path) -> None:
+    store = get_store(Settings.from_env({"DATA_DIR": str(tmp_path), "PREVIEW_ARTIFACT_RETENTION_DAYS": "3"}))
+    assert isinstance(store, LocalStore) and store.retention_seconds == 3 * DAY
+    default = get_store(Settings.from_env({"DATA_DIR": str(tmp_path)}))
+    assert isinstance(default, LocalStore) and default.retention_seconds == 7 * DAY
+    with pytest.raises(ConfigError, match="PREVIEW_ARTIFACT_RETENTION_DAYS"):
+        Settings.from_env({"PREVIEW_ARTIFACT_RETENTION_DAYS": "-1"})
 
 
 def test_get_store_selection(tmp_path: Path) -> None:
