@@ -267,12 +267,15 @@ class JobQueue:
             )
 
     def recover_stalled(self, limit: int = 1000) -> tuple[list[str], list[str]]:
-        """Jobs whose lease expired go back to waiting (an attempt counted) or to failed."""
+        """Jobs whose lease expired go back to waiting (an attempt counted) or to failed; then
+        finished jobs past their retention are dropped."""
         s = self.settings
         with redis_errors():
             requeued, failed = self._script("recover", 
-                keys=[self.keys.active, self.keys.waiting, self.keys.failed, self.keys.notify],
-                args=[self.keys.job_prefix, limit, s.keep_failed_seconds * 1000, s.keep_failed_count],
+                keys=[self.keys.active, self.keys.waiting, self.keys.failed, self.keys.notify,
+                      self.keys.completed],
+                args=[self.keys.job_prefix, limit, s.keep_failed_seconds * 1000, s.keep_failed_count,
+                      s.keep_completed_seconds * 1000, s.keep_completed_count],
             )
         return list(requeued), list(failed)
 

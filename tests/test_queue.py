@@ -197,6 +197,21 @@ def test_retention_by_age(redis_url: str) -> None:
     assert queue.counts().completed == 1
 
 
+def test_finished_jobs_age_out_while_nothing_else_finishes(redis_url: str) -> None:
+    # The periodic recovery pass (health probe, long-running worker) applies retention too.
+    queue = make_queue(redis_url, PREVIEW_KEEP_COMPLETED_SECONDS="1", PREVIEW_KEEP_FAILED_SECONDS="1")
+    queue.admit(job(1))
+    queue.complete(queue.claim().job)  # type: ignore[arg-type]
+    queue.admit(job(2))
+    queue.fail(queue.claim().job, "bad asset", retryable=False)  # type: ignore[arg-type]
+    assert queue.recover_stalled() == ([], [])
+    assert (queue.counts().completed, queue.counts().failed) == (1, 1)
+    time.sleep(1.1)
+    assert queue.recover_stalled() == ([], [])
+    assert queue.status("job-1") is None and queue.status("job-2") is None
+    assert (queue.counts().completed, queue.counts().failed) == (0, 0)
+
+
 def test_every_key_shares_one_hash_tag(redis_url: str, rdb: redis.Redis) -> None:
     queue = make_queue(redis_url, PREVIEW_QUEUE_NAME="tagged", PREVIEW_BACKOFF_MS="60000")
     for n in range(3):

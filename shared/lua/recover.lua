@@ -1,7 +1,8 @@
 -- Return jobs whose lease expired to the queue, counting the lost attempt; dead-letter
--- those that used their last attempt.
--- KEYS: active, waiting, failed, notify
--- ARGV: jobPrefix, limit, keepMs, keepCount
+-- those that used their last attempt. Then apply retention to the finished jobs, so that
+-- jobs age out on schedule even while no other job finishes.
+-- KEYS: active, waiting, failed, notify, completed
+-- ARGV: jobPrefix, limit, keepFailedMs, keepFailedCount, keepCompletedMs, keepCompletedCount
 -- Returns {requeuedIds, failedIds}.
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
@@ -29,7 +30,6 @@ for _, id in ipairs(expired) do
     end
   end
 end
-if #failed > 0 then
-  apply_retention(KEYS[3], ARGV[1], now, tonumber(ARGV[3]), tonumber(ARGV[4]))
-end
+apply_retention(KEYS[3], ARGV[1], now, tonumber(ARGV[3]), tonumber(ARGV[4]))
+apply_retention(KEYS[5], ARGV[1], now, tonumber(ARGV[5]), tonumber(ARGV[6]))
 return {requeued, failed}
