@@ -146,20 +146,37 @@ def build_openapi(template: Template, *, protected: set[str] | None = None) -> d
     return document
 
 
-DOCS_HTML = """<!doctype html>
+DOCS_ASSETS = "/docs/assets"
+CDN = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5"
+
+
+def swagger_ui_dir() -> Path | None:
+    """The Swagger UI files the `swagger-ui-bundle` wheel ships (so /docs works offline)."""
+    try:
+        import swagger_ui_bundle  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    folder = Path(swagger_ui_bundle.swagger_ui_path)
+    return folder if (folder / "swagger-ui-bundle.js").is_file() else None
+
+
+def docs_html(local_assets: bool) -> str:
+    """The Swagger UI page: its scripts from the installed bundle, else from a CDN."""
+    base = DOCS_ASSETS if local_assets else CDN
+    return f"""<!doctype html>
 <html lang="en">
 <head>
   <meta charset="utf-8">
   <title>Preview service API (local)</title>
-  <link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
+  <link rel="stylesheet" href="{base}/swagger-ui.css">
 </head>
 <body>
   <div id="swagger-ui"></div>
   <noscript>The interactive docs need JavaScript; the document itself is at
-    <a href="openapi.json">openapi.json</a>.</noscript>
-  <script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js" crossorigin></script>
+    <a href="/openapi.json">/openapi.json</a>.</noscript>
+  <script src="{base}/swagger-ui-bundle.js" crossorigin></script>
   <script>
-    window.ui = SwaggerUIBundle({url: "openapi.json", dom_id: "#swagger-ui", deepLinking: true});
+    window.ui = SwaggerUIBundle({{url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true}});
   </script>
 </body>
 </html>

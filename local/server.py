@@ -21,12 +21,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from local import isolation
 from local.events import BadResponse, http_event, http_response
-from local.openapi import DOCS_HTML, build_openapi
+from local.openapi import DOCS_ASSETS, build_openapi, docs_html, swagger_ui_dir
 from local.runtime import FunctionRuntime, HandlerFailed
 from local.template import API_ID, FunctionSpec, HttpRoute, Template
 
@@ -126,6 +127,7 @@ class Emulator:
         self.worker_thread: threading.Thread | None = None
         self.scheduler: Any = None
         self._open_paths = {route.path for route in template.routes() if is_health_route(route)}
+        self._swagger_ui = swagger_ui_dir()
 
     # -- app
 
@@ -144,6 +146,8 @@ class Emulator:
             Route("/_emulator/schedules", self.list_schedules, methods=["GET"]),
             Route("/_emulator/schedules/{function}/fire", self.fire_schedule, methods=["POST"]),
         ]
+        if self._swagger_ui is not None:
+            routes.insert(0, Mount(DOCS_ASSETS, StaticFiles(directory=self._swagger_ui)))
         middleware = []
         if self.options.api_key:
             middleware.append(Middleware(ApiKeyGuard, key=self.options.api_key, exempt=self._exempt))
@@ -155,7 +159,8 @@ class Emulator:
 
     def _exempt(self, method: str, path: str) -> bool:
         # Docs carry no data, and artifact links are authorised by their own signature.
-        return path in self._open_paths or path in ("/docs", "/openapi.json") or path.startswith("/artifacts/")
+        return (path in self._open_paths or path in ("/docs", "/openapi.json")
+                or path.startswith(("/artifacts/", DOCS_ASSETS + "/")))
 
     async def _not_found(self, request: Request, exc: Exception) -> RawResponse:
         return message(404, "Not Found")
@@ -249,7 +254,7 @@ class Emulator:
         return JSONResponse(build_openapi(self.template, protected=protected))
 
     async def docs(self, request: Request) -> Response:
-        return HTMLResponse(DOCS_HTML)
+        return HTMLResponse(docs_html(local_assets=self._swagger_ui is not None))
 
     async def list_schedules(self, request: Request) -> Response:
         upcoming = self.scheduler.next_fire() if self.scheduler else {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -158,6 +159,14 @@ def test_openapi_and_docs(client: httpx.Client) -> None:
     docs = client.get("/docs")
     assert docs.status_code == 200 and docs.headers["content-type"].startswith("text/html")
     assert "swagger-ui" in docs.text and "openapi.json" in docs.text
+    # The page's scripts come from this server (works offline), without the API key.
+    assets = re.findall(r'(?:src|href)="(/docs/assets/[^"]+)"', docs.text)
+    assert len(assets) == 2 and "cdn." not in docs.text
+    with httpx.Client(base_url=str(client.base_url)) as anonymous:
+        for asset in assets:
+            response = anonymous.get(asset)
+            assert response.status_code == 200 and len(response.content) > 1000, asset
+        assert anonymous.get("/docs/assets/%2e%2e/%2e%2e/template.yaml").status_code == 404
 
 
 def test_fire_endpoint_runs_the_health_probe(client: httpx.Client) -> None:
