@@ -81,3 +81,37 @@ def test_schedules_are_valid_expressions() -> None:
     assert schedules["HealthProbeFunction"] == "rate(5 minutes)"
     expression = r"rate\(\d+ (minute|minutes|hour|hours|day|days)\)|cron\(.+\)"
     assert all(re.fullmatch(expression, s) for s in schedules.values())
+
+
+def _worker_statements(asset_buckets: str) -> list[dict]:
+    """The render worker's policy statements as CloudFormation would resolve them (through the
+    emulator's intrinsic-function resolver), for one value of the AssetBuckets parameter."""
+    from local import template as loader
+
+    document = loader.read_document(TEMPLATE)
+    parameters = loader._parameter_values(TEMPLATE, document["Parameters"], {"AssetBuckets": asset_buckets})
+    resolver = loader._Resolver(document, parameters, "eu-west-1", TEMPLATE)
+    policies = document["Resources"]["RenderWorkerFunction"]["Properties"]["Policies"]
+    return [s for policy in resolver.resolve(policies, "Policies") for s in policy["Statement"]]
+
+
+def test_worker_policy_is_least_privilege() -> None:
+    statements = _worker_statements("")
+    actions = {a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    assert actions == {"s3:PutObject", "s3:DeleteObject", "s3:GetObject", "s3:ListBucket"}
+    writes = next(s for s in statements if "s3:PutObject" in s["Action"])
+    assert writes["Resource"].endswith("/previews/*")
+    assert not any(s.get("Sid") == "ReadAssetBuckets" for s in statements)
+
+    with_assets = _worker_statements("tutorial-assets,shared-media.example")
+    reads = next(s for s in with_assets if s.get("Sid") == "ReadAssetBuckets")
+    assert reads["Resource"] == ["arn:aws:s3:::tutorial-assets/*", "arn:aws:s3:::shared-media.example/*"]
+
+
+def test_asset_buckets_parameter_matches_the_settings_check() -> None:
+    pattern = load()["Parameters"]["AssetBuckets"]["AllowedPattern"]
+    for good in ("", "assets", "a-b.c,d12"):
+        assert re.fullmatch(pattern, good), good
+        Settings.from_env({"PREVIEW_ASSET_BUCKETS": good})
+    for bad in ("a, b", "A", "a,", ",a"):
+        assert not re.fullmatch(pattern, bad), bad
