@@ -1,8 +1,9 @@
 """Compose one RGB frame per step: the step image letterboxed, captions burned in, or a text
 slide when there is no image.
 
-Text uses Pillow's bundled scalable font so output does not depend on the host's fonts (and the
-same job renders the same pixels everywhere).
+Text uses Roboto from the `font-roboto` wheel (Latin with accents, Greek, Cyrillic), never the
+host's fonts, so the same job renders the same pixels everywhere. Without that package, Pillow's
+bundled font (ASCII only) is used and accents are dropped.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ BAND_COLOR = (0, 0, 0, 170)  # about 2/3 opaque: legible over any image, image s
 LINE_SPACING = 1.2
 MIN_FONT_PX = 11
 
-# The bundled font covers ASCII and little else; these keep common typography readable.
+# For glyphs the font lacks: these keep common typography readable.
 _ASCII_FALLBACK = {
     "\u2018": "'", "\u2019": "'", "\u201a": ",", "\u201c": '"', "\u201d": '"', "\u201e": '"',
     "\u2013": "-", "\u2014": "-", "\u2212": "-", "\u2022": "*", "\u00a0": " ", "\u2026": "...",
@@ -30,9 +31,20 @@ _ASCII_FALLBACK = {
 }
 
 
+@lru_cache(maxsize=1)
+def _font_file() -> str | None:
+    try:
+        import font_roboto  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    path = font_roboto.font_files.get("Roboto")
+    return str(path) if path else None
+
+
 @lru_cache(maxsize=64)
 def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    return ImageFont.load_default(size=size)
+    path = _font_file()
+    return ImageFont.truetype(path, size=size) if path else ImageFont.load_default(size=size)
 
 
 def _glyph_pixels(char: str) -> bytes:
@@ -54,8 +66,8 @@ def _has_glyph(char: str) -> bool:
 
 
 def displayable(text: str) -> str:
-    """Text as the bundled font can draw it: accents dropped when the accented glyph is
-    missing (é -> e), common punctuation mapped to ASCII. Other scripts stay as they are."""
+    """Text as the font can draw it: a missing accented glyph loses its accent (é -> e), common
+    punctuation it lacks maps to ASCII. Other scripts stay as they are."""
     out: list[str] = []
     for char in text:
         if _has_glyph(char):
