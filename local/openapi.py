@@ -151,7 +151,7 @@ CDN = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5"
 
 
 def swagger_ui_dir() -> Path | None:
-    """The Swagger UI files the `swagger-ui-bundle` wheel ships (so /docs works offline)."""
+    """The Swagger UI files the `swagger-ui-bundle` package ships (so /docs works offline)."""
     try:
         import swagger_ui_bundle  # type: ignore[import-untyped]
     except ImportError:

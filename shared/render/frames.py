@@ -1,7 +1,7 @@
 """Compose one RGB frame per step: the step image letterboxed, captions burned in, or a text
 slide when there is no image.
 
-Text uses Roboto from the `font-roboto` wheel (Latin with accents, Greek, Cyrillic), never the
+Text uses Roboto from the `font-roboto` package (Latin with accents, Greek, Cyrillic), never the
 host's fonts, so the same job renders the same pixels everywhere. Without that package, Pillow's
 bundled font (ASCII only) is used and accents are dropped.
 """
