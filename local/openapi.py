@@ -3,13 +3,16 @@
 Operations come from the template's HttpApi events (summary: the function's Description,
 description: its handler module's docstring); a body-carrying route gets the payload schema
 from `schemas/*.schema.json` (draft-07 `definitions` moved to `components/schemas`) and the
-request bodies of its event fixtures as examples. Nothing here lists routes by hand."""
+request bodies of its event fixtures as examples; its responses are the status codes its
+fixtures produce (`events/expected.json`), plus the 503 every route gives while Redis is
+unreachable. Nothing here lists routes or status codes by hand."""
 
 from __future__ import annotations
 
 import json
 import re
 import sys
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +85,57 @@ def _examples(root: Path, template: Template, route: HttpRoute, schema: dict[str
     return examples
 
 
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error", "message"],
+    "properties": {
+        "error": {"type": "string", "description": "machine-readable code"},
+        "message": {"type": "string", "description": "what went wrong, for people"},
+        "errors": {
+            "type": "array",
+            "description": "every payload problem (400 on enqueue)",
+            "items": {"type": "object", "properties": {"path": {"type": "string"}, "message": {"type": "string"}}},
+        },
+    },
+    "additionalProperties": True,
+}
+
+
+def _fixture_statuses(root: Path, template: Template, route: HttpRoute) -> dict[int, list[str]]:
+    """Status code -> the fixtures of this route that produce it."""
+    try:
+        expected = json.loads((root / "events" / "expected.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    folder = template.functions[route.function].folder
+    statuses: dict[int, list[str]] = {}
+    for path in sorted((root / "events" / folder).glob("*.json")):
+        status = (expected.get(f"{folder}/{path.stem}") or {}).get("status")
+        try:
+            route_key = json.loads(path.read_text()).get("routeKey")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(status, int) and route_key == route.route_key:
+            statuses.setdefault(status, []).append(path.stem)
+    return statuses
+
+
+def _responses(root: Path, template: Template, route: HttpRoute) -> dict[str, Any]:
+    statuses = _fixture_statuses(root, template, route)
+    responses: dict[str, Any] = {}
+    for status in sorted({*statuses, 503}):
+        reason = HTTPStatus(status).phrase
+        cases = statuses.get(status, [])
+        if status == 503 and not cases:
+            reason += ": Redis is unreachable or not ready (retry later)"
+        schema: dict[str, Any] = {"$ref": "#/components/schemas/Error"} if status >= 400 else {"type": "object"}
+        responses[str(status)] = {
+            "description": reason + (f" (fixtures: {', '.join(cases)})" if cases else ""),
+            "content": {"application/json": {"schema": schema}},
+        }
+    return responses
+
+
 def _parameters(path: str) -> list[dict[str, Any]]:
     return [
         {"name": name.rstrip("+"), "in": "path", "required": True, "schema": {"type": "string"}}
@@ -104,10 +158,7 @@ def build_openapi(template: Template, *, protected: set[str] | None = None) -> d
             "operationId": spec.logical_id if len(spec.routes) == 1 else f"{spec.logical_id}{route.event}",
             "summary": spec.description or spec.logical_id,
             "tags": [spec.folder],
-            "responses": {"default": {
-                "description": "JSON answer of the function (see the description for status codes)",
-                "content": {"application/json": {"schema": {"type": "object"}}},
-            }},
+            "responses": _responses(root, template, route),
         }
         if module is not None and module.__doc__:
             operation["description"] = module.__doc__.strip()
@@ -136,7 +187,7 @@ def build_openapi(template: Template, *, protected: set[str] | None = None) -> d
             "description": f"Routes of {template.path.name}, served by `python -m local serve`.",
         },
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": {"schemas": {**schemas, "Error": ERROR_SCHEMA}},
     }
     if protected is not None:
         document["components"]["securitySchemes"] = {
