@@ -1,13 +1,15 @@
 """Alert rules are written against metric names the service really exports.
 
-Uses `promtool check rules` when it is installed; the name check runs everywhere."""
+Every expression is parsed by `promql-parser` (a port of Prometheus' own PromQL parser), and
+the metric names are read from its syntax tree. `promtool check rules` runs too when it is
+installed."""
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 
+import promql_parser
 import pytest
 import yaml
 
@@ -15,23 +17,21 @@ from shared import observability, prometheus_metrics
 from tests.conftest import ROOT
 
 RULES = ROOT / "deploy" / "prometheus-alerts.yml"
-PROMQL_WORDS = {
-    "sum", "rate", "increase", "max", "min", "avg", "count", "by", "without", "and", "or", "unless", "on",
-    "ignoring", "clamp_min", "clamp_max", "histogram_quantile", "le", "bool", "offset", "irate", "abs",
-    "time", "absent",
-}
-
-
 def rules() -> list[dict]:
     document = yaml.safe_load(RULES.read_text())
     return [rule for group in document["groups"] for rule in group["rules"]]
 
 
 def metric_names(expr: str) -> set[str]:
-    without_labels = re.sub(r"\{[^}]*\}", "", expr)
-    without_ranges = re.sub(r"\[[^\]]*\]", "", without_labels)
-    words = set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", without_ranges))
-    return {w for w in words if w not in PROMQL_WORDS and not re.fullmatch(r"e\d*", w)}
+    """The metric names an expression selects; raises ValueError when it is not valid PromQL."""
+    names: set[str] = set()
+
+    def visit(node: object) -> None:
+        if isinstance(node, promql_parser.VectorSelector) and node.name:
+            names.add(node.name)
+
+    promql_parser.walk(promql_parser.parse(expr), pre_visit=visit)
+    return names
 
 
 def exported() -> set[str]:
@@ -50,6 +50,13 @@ def test_every_rule_names_only_exported_metrics() -> None:
         assert used, rule["alert"]
         assert used <= names, (rule["alert"], used - names)
         assert rule["annotations"]["summary"]
+
+
+def test_the_parser_refuses_broken_promql() -> None:
+    for broken in ("sum(rate(preview_requests_total[5m])", "preview_queue_jobs >", "rate(x[5q])"):
+        with pytest.raises(ValueError):
+            metric_names(broken)
+    assert metric_names('max(preview_queue_jobs{state="waiting"}) > 0') == {"preview_queue_jobs"}
 
 
 def test_rules_cover_failure_rate_backlog_and_heartbeat() -> None:
