@@ -186,6 +186,19 @@ def test_retention_keeps_memory_bounded(redis_url: str, rdb: redis.Redis) -> Non
     assert queue.status("job-11") is not None and queue.status("job-1") is None
 
 
+def test_jobs_finishing_in_one_millisecond_keep_their_order(redis_url: str, rdb: redis.Redis) -> None:
+    # Ids that sort opposite to finishing order: ties broken by id would keep the wrong ones.
+    queue = make_queue(redis_url, PREVIEW_QUEUE_MAX="1000", PREVIEW_KEEP_COMPLETED_COUNT="5")
+    ids = [f"z{99 - n:02d}" for n in range(30)]
+    for job_id in ids:
+        queue.admit({**job(0), "jobId": job_id})
+    for _ in ids:
+        queue.complete(queue.claim().job)  # type: ignore[arg-type]
+    kept = rdb.zrange(QueueKeys("preview-jobs").completed, 0, -1, withscores=True)
+    assert [job_id for job_id, _ in kept] == ids[-5:]
+    assert [score for _, score in kept] == sorted({score for _, score in kept})  # strictly increasing
+
+
 def test_retention_by_age(redis_url: str) -> None:
     queue = make_queue(redis_url, PREVIEW_KEEP_COMPLETED_SECONDS="1")
     queue.admit(job(1))

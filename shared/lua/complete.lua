@@ -11,6 +11,6 @@ redis.call('HINCRBY', KEYS[1], 'attemptsMade', 1)
 redis.call('HDEL', KEYS[1], 'token', 'failedReason', 'stacktrace')
 redis.call('HSET', KEYS[1], 'state', 'completed', 'progress', 100,
   'finishedOn', string.format('%d', now), 'result', ARGV[6])
-redis.call('ZADD', KEYS[3], now, ARGV[1])
+redis.call('ZADD', KEYS[3], finished_score(t), ARGV[1])
 apply_retention(KEYS[3], ARGV[3], now, tonumber(ARGV[4]), tonumber(ARGV[5]))
 return 1

@@ -16,6 +16,6 @@ if ARGV[6] == '1' and attempts < tonumber(state[3]) then
   return {'delayed', attempts}
 end
 redis.call('HSET', KEYS[1], 'state', 'failed', 'finishedOn', string.format('%d', now))
-redis.call('ZADD', KEYS[4], now, ARGV[1])
+redis.call('ZADD', KEYS[4], finished_score(t), ARGV[1])
 apply_retention(KEYS[4], ARGV[3], now, tonumber(ARGV[8]), tonumber(ARGV[9]))
 return {'failed', attempts}

@@ -20,7 +20,7 @@ for _, id in ipairs(expired) do
     if attempts >= tonumber(info[1]) then
       redis.call('HSET', key, 'state', 'failed', 'finishedOn', string.format('%d', now),
         'stacktrace', '')
-      redis.call('ZADD', KEYS[3], now, id)
+      redis.call('ZADD', KEYS[3], finished_score(t), id)
       failed[#failed + 1] = id
     else
       redis.call('HSET', key, 'state', 'waiting', 'progress', 0)
