@@ -159,8 +159,8 @@ class Emulator:
 
     def _exempt(self, method: str, path: str) -> bool:
         # Docs carry no data, and artifact links are authorised by their own signature.
-        return (path in self._open_paths or path in ("/docs", "/openapi.json")
-                or path.startswith(("/artifacts/", DOCS_ASSETS + "/")))
+        return (path in self._open_paths or path in ("/docs", "/openapi.json") or path.startswith("/artifacts/")
+                or (self._swagger_ui is not None and path.startswith(DOCS_ASSETS + "/")))
 
     async def _not_found(self, request: Request, exc: Exception) -> RawResponse:
         return message(404, "Not Found")

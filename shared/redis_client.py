@@ -104,9 +104,9 @@ class ScriptRunner:
     the worker loop. Going through `Redis.execute_command` adds a pool check-out and check-in,
     retry closures and redis-py's metric hooks to each call: about a fifth of an admission's
     time on loopback (see bench/queue_bench.py). The connections are made from the client's
-    own settings (timeouts, keep-alive, credentials, TLS) and follow its error policy: one
-    retry on a fresh connection after a dropped one, a script reloaded once when the server
-    lost it. A connection belongs to one thread; it closes when that thread ends, when the
+    own settings (timeouts, keep-alive, credentials, TLS). One retry on a fresh connection when
+    an open one turns out dropped (never after a timeout: see `_evalsha`), a script reloaded
+    once when the server lost it. A connection belongs to one thread; it closes when that thread ends, when the
     runner is closed or collected, and is never reused across a fork.
     """
 
@@ -130,12 +130,28 @@ class ScriptRunner:
 
     def __call__(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         conn = self._connection()
+        try:
+            return self._evalsha(conn, script, keys, args)
+        except redis.ResponseError:
+            raise  # an error reply was read whole: the connection is still in step
+        except BaseException:
+            # Anything else (a dropped connection, a timeout, KeyboardInterrupt between send
+            # and read) may leave a reply unread, which the next call would take for its own.
+            conn.disconnect()
+            raise
+
+    def _evalsha(self, conn: AbstractConnection, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         packed = conn.pack_command("EVALSHA", script.sha, len(keys), *keys, *args)
-        failures = 0
+        retries = self._retries
         reloaded = False
         while True:
+            # Only a connection that was open before this call is retried: the server may have
+            # closed it while idle (timeout, restart, failover), and then it never saw the
+            # command. A failed connect is not retried here (the connection's own policy already
+            # did), nor is a timeout: a script that ran but answered late must not run twice
+            # (claim would lease a second job, complete would report a lost lease).
+            was_open = conn.is_connected
             try:
-                # Both calls disconnect the connection on any error, so a retry starts clean.
                 conn.send_packed_command(packed, check_health=False)
                 return conn.read_response()
             except NoScriptError:
@@ -145,10 +161,11 @@ class ScriptRunner:
                 conn.send_command("SCRIPT", "LOAD", script.script, check_health=False)
                 script.sha = conn.read_response()
                 packed = conn.pack_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            except (redis.ConnectionError, redis.TimeoutError):
-                failures += 1
-                if failures > self._retries:
+            except redis.ConnectionError:
+                if not was_open or retries <= 0:
                     raise
+                retries -= 1
+                conn.disconnect()
 
     def close(self) -> None:
         """Close every connection this runner opened (a thread still using one reconnects)."""

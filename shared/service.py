@@ -41,9 +41,10 @@ _queues: dict[int, JobQueue] = {}
 
 def reset_queues() -> None:
     """Forget the cached queues and close the connections their scripts ran on."""
-    for queue in _queues.values():
-        queue.close()
+    queues = list(_queues.values())
     _queues.clear()
+    for queue in queues:
+        queue.close()
 
 
 def enqueue(body: str | bytes | None, is_base64: bool, origin: str) -> tuple[int, EnqueueResponse]:

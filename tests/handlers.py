@@ -31,12 +31,29 @@ def body(response: dict[str, Any]) -> Any:
 
 def run_worker_until_idle() -> dict[str, Any]:
     from shared.artifacts import get_store
-
     from shared.worker import Worker
 
     settings = get_settings()
     worker = Worker(settings, service.get_queue(settings), get_store(settings))
     return worker.run_until_idle()
+
+
+def fill_queue(redis_url: str, limit: int) -> None:
+    """Admit `limit` jobs straight into the default queue, so the next admission finds it full."""
+    import redis
+
+    from shared.queue import JobQueue
+    from shared.settings import Settings
+
+    settings = Settings.from_env({"REDIS_URL": redis_url, "PREVIEW_QUEUE_MAX": str(limit)})
+    queue = JobQueue(redis.Redis.from_url(redis_url, decode_responses=True), settings)
+    try:
+        for n in range(limit):
+            queue.admit({"jobId": f"fill-{n}", "projectId": "fill", "requestId": f"fill-{n}", "dryRun": True,
+                         "previewRequest": {"steps": [], "assets": [], "audio": {}}})
+    finally:
+        queue.close()
+        queue.redis.close()
 
 
 def apply_given(steps: list[str]) -> None:
@@ -46,6 +63,9 @@ def apply_given(steps: list[str]) -> None:
             assert invoke_fixture("enqueue_job", arg)["statusCode"] == 202
         elif kind == "worker-heartbeat":
             service.get_queue().record_worker("fixture-worker")
+        elif kind == "fill-queue":
+            settings = get_settings()
+            fill_queue(settings.redis_url, settings.queue_max)
         elif kind == "render":
             run_worker_until_idle()
             status = service.get_queue().status(arg)

@@ -124,3 +124,47 @@ def test_unreachable_redis_is_a_clear_503(make_queue: MakeQueue) -> None:
         queue.admit(job(1))
     assert caught.value.status_code == 503
     assert "s3cret" not in str(caught.value)
+
+
+def _interrupt_next_read(queue: JobQueue, exc: BaseException) -> list[int]:
+    """Make the next reply read on this thread's script connection raise `exc` (after the
+    command went out); returns a list that counts the commands sent."""
+    conn = queue._runner._connection()
+    sent: list[int] = []
+    real_send, real_read = conn.send_packed_command, conn.read_response
+
+    def send(*args: Any, **kwargs: Any) -> Any:
+        sent.append(1)
+        return real_send(*args, **kwargs)
+
+    def read(*args: Any, **kwargs: Any) -> Any:
+        conn.read_response = real_read  # type: ignore[method-assign]
+        raise exc
+
+    conn.send_packed_command = send  # type: ignore[method-assign]
+    conn.read_response = read  # type: ignore[method-assign]
+    return sent
+
+
+def test_an_interrupted_call_leaves_no_reply_for_the_next(redis_url: str, make_queue: MakeQueue) -> None:
+    queue = make_queue(redis_url)
+    queue.admit(job(1))
+    _interrupt_next_read(queue, KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        queue.admit(job(2))  # sent, ran on the server, reply never read
+    # The next call must get its own reply, not the admission's left on the wire.
+    claimed = queue.claim().job
+    assert claimed is not None and claimed.id == "job-1"
+    assert queue.admit(job(3)).created
+
+
+def test_a_timed_out_script_is_not_sent_again(redis_url: str, make_queue: MakeQueue) -> None:
+    # A script that ran but answered late must not run twice: claim would lease a second job.
+    queue = make_queue(redis_url)
+    for n in range(2):
+        queue.admit(job(n))
+    sent = _interrupt_next_read(queue, redis.TimeoutError("Timeout reading from socket"))
+    with pytest.raises(StoreUnavailable):
+        queue.claim()
+    assert len(sent) == 1
+    assert queue.counts().active == 1  # the one claim that ran; its lease expires as usual

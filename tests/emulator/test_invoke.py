@@ -16,7 +16,7 @@ from local.errors import StartupError
 from local.template import load_template
 from tests.conftest import EVENTS, ROOT, load_event
 from tests.emulator.conftest import child_env, run_local, write_template
-from tests.handlers import EXPECTED
+from tests.handlers import EXPECTED, fill_queue
 
 TEMPLATE = ROOT / "template.yaml"
 
@@ -37,12 +37,16 @@ def status_event(job_id: str) -> dict[str, Any]:
     return event
 
 
-def given(steps: list[str], tmp_path: Path) -> None:
+def given(steps: list[str], tmp_path: Path, redis_url: str) -> None:
     for step in steps:
         kind, _, arg = step.partition(":")
         if kind == "enqueue":
             code, result = call("enqueue_job", load_event("enqueue_job", arg), tmp_path)
             assert (code, result["statusCode"]) == (0, 202), result
+        elif kind == "fill-queue":
+            # Up to the limit the template gives the function.
+            limit = load_template(TEMPLATE).find("enqueue_job").environment["PREVIEW_QUEUE_MAX"]  # type: ignore[union-attr]
+            fill_queue(redis_url, int(limit))
         elif kind in ("worker-heartbeat", "render"):
             # One scheduled run of the render worker records its heartbeat and drains the queue.
             code, result = call("RenderWorkerFunction", load_event("render_worker", "scheduled"), tmp_path)
@@ -65,7 +69,7 @@ def test_every_fixture_has_an_expectation() -> None:
 def test_fixture_gives_expected_result(case: str, redis_url: str, tmp_path: Path) -> None:
     folder, name = case.split("/")
     expected = EXPECTED[case]
-    given(expected.get("given", []), tmp_path)
+    given(expected.get("given", []), tmp_path, redis_url)
     # Both names of a function work: the logical id, or the folder
     spec = load_template(TEMPLATE).find(folder)
     assert spec is not None

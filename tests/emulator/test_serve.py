@@ -151,7 +151,7 @@ def test_openapi_and_docs(client: httpx.Client) -> None:
     status = document["paths"]["/api/preview/job/{jobId}/status"]["get"]
     assert status["parameters"][0]["name"] == "jobId"
     # Status codes come from what the fixtures produce, plus 503 (Redis down) everywhere.
-    assert {"200", "202", "400", "409", "413", "503"} <= set(enqueue["responses"])
+    assert {"200", "202", "400", "409", "413", "429", "503"} <= set(enqueue["responses"])
     assert "conflict" in enqueue["responses"]["409"]["description"]
     assert enqueue["responses"]["400"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/Error"}
