@@ -70,7 +70,7 @@ class Sizes:
     latency_samples: int = 300
     concurrency: int = 8
     warmup_jobs: int = 200
-    rounds: int = 3
+    rounds: int = 5
     # Pause between latency samples, so that every admission finds the worker idle.
     latency_gap_s: float = 0.004
 

@@ -17,6 +17,7 @@ a single Redis Cluster slot.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 PREFIX = "pq"
 
@@ -32,48 +33,50 @@ NOTIFY_MAX = 1000
 
 @dataclass(frozen=True)
 class QueueKeys:
+    """Key names of one queue; each is built once (admission and claim use them per call)."""
+
     name: str
 
-    @property
+    @cached_property
     def base(self) -> str:
         return f"{PREFIX}:{{{self.name}}}:"
 
     def job(self, job_id: str) -> str:
         return f"{self.base}job:{job_id}"
 
-    @property
+    @cached_property
     def job_prefix(self) -> str:
         return f"{self.base}job:"
 
-    @property
+    @cached_property
     def waiting(self) -> str:
         return f"{self.base}waiting"
 
-    @property
+    @cached_property
     def active(self) -> str:
         return f"{self.base}active"
 
-    @property
+    @cached_property
     def delayed(self) -> str:
         return f"{self.base}delayed"
 
-    @property
+    @cached_property
     def completed(self) -> str:
         return f"{self.base}completed"
 
-    @property
+    @cached_property
     def failed(self) -> str:
         return f"{self.base}failed"
 
-    @property
+    @cached_property
     def seq(self) -> str:
         return f"{self.base}seq"
 
-    @property
+    @cached_property
     def notify(self) -> str:
         return f"{self.base}notify"
 
-    @property
+    @cached_property
     def workers(self) -> str:
         return f"{self.base}workers"
 

@@ -16,6 +16,7 @@ from redis.commands.core import Script
 from redis.connection import AbstractConnection
 from redis.exceptions import NoScriptError
 from redis.retry import Retry
+from redis.utils import HIREDIS_AVAILABLE
 
 from shared.settings import Settings
 
@@ -40,6 +41,9 @@ def mask_url(url: str) -> str:
 
 
 MAX_BLOCK_SECONDS = 5.0
+
+if HIREDIS_AVAILABLE:
+    from hiredis import pack_command as _hiredis_pack
 
 _clients: dict[tuple[str, int, bool], redis.Redis] = {}
 _lock = threading.Lock()
@@ -140,8 +144,16 @@ class ScriptRunner:
             conn.disconnect()
             raise
 
+    @staticmethod
+    def _pack(conn: AbstractConnection, *args: Any) -> Any:
+        if HIREDIS_AVAILABLE:
+            # What redis-py's own hiredis packer ends in, without its per-argument checks
+            # (our arguments are only str and int): a third of the time.
+            return [_hiredis_pack(args)]
+        return conn.pack_command(*args)
+
     def _evalsha(self, conn: AbstractConnection, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        packed = conn.pack_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        packed = self._pack(conn, "EVALSHA", script.sha, len(keys), *keys, *args)
         retries = self._retries
         reloaded = False
         while True:
@@ -160,7 +172,7 @@ class ScriptRunner:
                 reloaded = True
                 conn.send_command("SCRIPT", "LOAD", script.script, check_health=False)
                 script.sha = conn.read_response()
-                packed = conn.pack_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                packed = self._pack(conn, "EVALSHA", script.sha, len(keys), *keys, *args)
             except redis.ConnectionError:
                 if not was_open or retries <= 0:
                     raise
