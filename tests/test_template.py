@@ -126,11 +126,13 @@ def test_worker_policy_is_least_privilege() -> None:
     assert actions == {"s3:PutObject", "s3:DeleteObject", "s3:GetObject", "s3:ListBucket"}
     writes = next(s for s in statements if "s3:PutObject" in s["Action"])
     assert writes["Resource"].endswith("/previews/*")
-    assert not any(s.get("Sid") == "ReadAssetBuckets" for s in statements)
+    assert not any(s.get("Sid") in ("ReadAssetBuckets", "ListAssetBuckets") for s in statements)
 
     with_assets = _worker_statements("tutorial-assets,shared-media.example")
     reads = next(s for s in with_assets if s.get("Sid") == "ReadAssetBuckets")
     assert reads["Resource"] == ["arn:aws:s3:::tutorial-assets/*", "arn:aws:s3:::shared-media.example/*"]
+    lists = next(s for s in with_assets if s.get("Sid") == "ListAssetBuckets")
+    assert lists["Resource"] == ["arn:aws:s3:::tutorial-assets", "arn:aws:s3:::shared-media.example"]
 
 
 def test_asset_buckets_parameter_matches_the_settings_check() -> None:
