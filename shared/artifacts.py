@@ -268,23 +268,25 @@ class LocalStore:
                     if now - (_mtime(entry) or now) > self.LEFTOVER_SECONDS:
                         shutil.rmtree(entry, ignore_errors=True)
                 elif (self.retention_seconds and _SAFE_NAME.match(entry.name)
-                      and self._delete_if_older(project_dir.name, entry.name, now - self.retention_seconds)):
+                      and self._remove(project_dir.name, entry.name, now - self.retention_seconds)):
                     removed.append(f"{project_dir.name}/{entry.name}")
         if removed:
             logger.info("pruned old previews", extra={"count": len(removed),
                                                       "retentionDays": self.retention_seconds / 86_400})
         return removed
 
-    def _delete_if_older(self, project_id: str, job_id: str, cutoff: float) -> bool:
-        """Delete one preview if it was published before `cutoff`, checked under the project's
-        lock so that a re-render landing meanwhile is kept."""
+    def _remove(self, project_id: str, job_id: str, published_before: float | None = None) -> bool:
+        """Take one preview away in a single rename under the project's lock, then delete it at
+        leisure. With `published_before`, only if it was published earlier (checked under the
+        lock, so a re-render landing meanwhile is kept). True when something was removed."""
         final = self.job_dir(project_id, job_id)
         doomed = final.parent / f".del-{job_id}-{uuid.uuid4().hex}"
         with _locked(final.parent / ".lock"):
-            # No manifest (never the case for a published set): the folder's own age.
-            published = _mtime(final / MANIFEST) or _mtime(final)
-            if published is None or published >= cutoff:
-                return False
+            if published_before is not None:
+                # No manifest (never the case for a published set): the folder's own age.
+                published = _mtime(final / MANIFEST) or _mtime(final)
+                if published is None or published >= published_before:
+                    return False
             try:
                 os.rename(final, doomed)
             except FileNotFoundError:
@@ -301,16 +303,8 @@ class LocalStore:
         return result
 
     def delete(self, project_id: str, job_id: str) -> None:
-        final = self.job_dir(project_id, job_id)
-        if not final.parent.is_dir():
-            return
-        doomed = final.parent / f".del-{job_id}-{uuid.uuid4().hex}"
-        with _locked(final.parent / ".lock"):
-            try:
-                os.rename(final, doomed)  # disappears in one step; removal can then take its time
-            except FileNotFoundError:
-                return
-        shutil.rmtree(doomed, ignore_errors=True)
+        if self.job_dir(project_id, job_id).parent.is_dir():
+            self._remove(project_id, job_id)
 
     # -- signed URLs
 
