@@ -101,12 +101,18 @@ ERROR_SCHEMA: dict[str, Any] = {
 }
 
 
-def _fixture_statuses(root: Path, template: Template, route: HttpRoute) -> dict[int, list[str]]:
-    """Status code -> the fixtures of this route that produce it."""
+def _expected(root: Path) -> dict[str, Any]:
+    """events/expected.json: what each fixture produces (empty when absent or unreadable)."""
     try:
-        expected = json.loads((root / "events" / "expected.json").read_text())
+        expected: dict[str, Any] = json.loads((root / "events" / "expected.json").read_text())
     except (OSError, ValueError):
         return {}
+    return expected
+
+
+def _fixture_statuses(root: Path, expected: dict[str, Any], template: Template,
+                      route: HttpRoute) -> dict[int, list[str]]:
+    """Status code -> the fixtures of this route that produce it."""
     folder = template.functions[route.function].folder
     statuses: dict[int, list[str]] = {}
     for path in sorted((root / "events" / folder).glob("*.json")):
@@ -120,8 +126,8 @@ def _fixture_statuses(root: Path, template: Template, route: HttpRoute) -> dict[
     return statuses
 
 
-def _responses(root: Path, template: Template, route: HttpRoute) -> dict[str, Any]:
-    statuses = _fixture_statuses(root, template, route)
+def _responses(root: Path, expected: dict[str, Any], template: Template, route: HttpRoute) -> dict[str, Any]:
+    statuses = _fixture_statuses(root, expected, template, route)
     responses: dict[str, Any] = {}
     for status in sorted({*statuses, 503}):
         reason = HTTPStatus(status).phrase
@@ -148,6 +154,7 @@ def build_openapi(template: Template, *, protected: set[str] | None = None) -> d
     root = template.path.parent  # schemas/ and events/ sit beside the template
     schemas = _load_schemas(root)
     payload = next((name for name in schemas if "." not in name), None)
+    expected = _expected(root)
     paths: dict[str, dict[str, Any]] = {}
     for route in template.routes():
         if route.path is None:
@@ -158,7 +165,7 @@ def build_openapi(template: Template, *, protected: set[str] | None = None) -> d
             "operationId": spec.logical_id if len(spec.routes) == 1 else f"{spec.logical_id}{route.event}",
             "summary": spec.description or spec.logical_id,
             "tags": [spec.folder],
-            "responses": _responses(root, template, route),
+            "responses": _responses(root, expected, template, route),
         }
         if module is not None and module.__doc__:
             operation["description"] = module.__doc__.strip()
