@@ -112,12 +112,19 @@ def test_killed_worker_job_is_completed_by_another(env: dict[str, str], workers:
     assert not [p for p in scratch.iterdir() if f"_{first.pid}_" in p.name]
 
 
-def test_sigterm_hands_the_active_job_back(env: dict[str, str], workers: WorkerProcesses) -> None:
+def sigterm_mid_render(env: dict[str, str], workers: WorkerProcesses,
+                       grace_seconds: int) -> tuple[subprocess.Popen[bytes], JobQueue]:
+    """Start a worker on a heavy job, send SIGTERM while it renders; the worker and the queue."""
     queue = queue_for(env)
     queue.admit(heavy_job())
-    worker = workers.start(PREVIEW_SHUTDOWN_GRACE_SECONDS="0")
+    worker = workers.start(PREVIEW_SHUTDOWN_GRACE_SECONDS=str(grace_seconds))
     wait_for(lambda: (s := queue.status("heavy-1")) and s.state == "active" and 0 < s.progress < 90, 60)
     worker.send_signal(signal.SIGTERM)
+    return worker, queue
+
+
+def test_sigterm_hands_the_active_job_back(env: dict[str, str], workers: WorkerProcesses) -> None:
+    worker, queue = sigterm_mid_render(env, workers, grace_seconds=0)
     assert worker.wait(30) == 0
     status = queue.status("heavy-1")
     assert status is not None and (status.state, status.attemptsMade) == ("waiting", 0)
@@ -129,11 +136,7 @@ def test_sigterm_hands_the_active_job_back(env: dict[str, str], workers: WorkerP
 
 def test_sigterm_lets_the_active_job_finish_within_the_grace_period(env: dict[str, str],
                                                                    workers: WorkerProcesses) -> None:
-    queue = queue_for(env)
-    queue.admit(heavy_job())
-    worker = workers.start(PREVIEW_SHUTDOWN_GRACE_SECONDS="60")
-    wait_for(lambda: (s := queue.status("heavy-1")) and s.state == "active" and 0 < s.progress < 90, 60)
-    worker.send_signal(signal.SIGTERM)
+    worker, queue = sigterm_mid_render(env, workers, grace_seconds=60)
     assert worker.wait(60) == 0
     status = queue.status("heavy-1")
     assert status is not None and (status.state, status.attemptsMade) == ("completed", 1)
