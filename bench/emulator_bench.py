@@ -140,14 +140,25 @@ def bare_server(port: int) -> None:
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from shared import service
+    from shared import service, wiring
+    from shared.api import job_url, parse_body
     from shared.errors import PreviewError
+    from shared.models import EnqueueResponse
+
+    def admit(body: bytes, origin: str) -> tuple[int, EnqueueResponse]:
+        services = wiring.services()
+        document = parse_body(body.decode() if body else None, False, services.settings.max_body_bytes)
+        result = service.enqueue(document, settings=services.settings, queue=services.queue, kick=services.kick)
+        answer = EnqueueResponse(jobId=result.jobId, status="queued" if result.created else result.state,
+                                 state=result.state, statusUrl=job_url(origin, result.jobId, "status"),
+                                 artifactUrl=job_url(origin, result.jobId, "artifact"))
+        return (202 if result.created else 200), answer
 
     async def enqueue(request: Request) -> Response:
         body = await request.body()
         origin = f"{request.url.scheme}://{request.headers.get('host', '')}"
         try:
-            status, answer = await run_in_threadpool(service.enqueue, body.decode() if body else None, False, origin)
+            status, answer = await run_in_threadpool(admit, body, origin)
         except PreviewError as exc:
             return Response(json.dumps(exc.body()), exc.status_code, media_type="application/json")
         headers = {"Location": answer.statusUrl} if status == 202 else {}

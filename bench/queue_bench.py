@@ -47,10 +47,13 @@ from unittest import mock
 import redis
 
 from local.redis_server import RedisServer
-from shared import worker as worker_module
+from shared.contract import JobRequest
 from shared.queue import JobQueue
 from shared.settings import Settings
 from shared.worker import Worker
+from shared.worker import job as job_module
+from shared.worker import lease as lease_module
+from shared.worker import scratch as scratch_module
 
 TARGET_RATIO = 1.5
 TARGET_P99_MS = 2.0
@@ -416,8 +419,8 @@ def pickup_latency_ms(bench: Bench, samples: int, warmup: int, concurrency: int,
     started: dict[str, float] = {}
     arrived = threading.Event()
 
-    def render(payload: dict[str, Any], out: Path, settings: Settings, progress: Any) -> None:
-        started[payload["jobId"]] = time.perf_counter()
+    def render(request: JobRequest, out: Path, settings: Settings, progress: Any) -> None:
+        started[request.job_id] = time.perf_counter()
         arrived.set()
 
     worker = Worker(queue.settings, queue, NullStore(), render=render)
@@ -554,14 +557,14 @@ def _noop(*args: Any, **kwargs: Any) -> None:
 
 def _patches(name: str, scratch: Path) -> list[Any]:
     """In-process stand-ins for one part of `Worker.process`, to measure what it costs."""
-    no_logs = [mock.patch.object(worker_module.logger, "info", _noop)]
+    no_logs = [mock.patch.object(job_module.logger, "info", _noop)]
     idle_lease = SimpleNamespace(progress=_noop, check=_noop, stop=_noop)
-    no_lease = [mock.patch.object(worker_module._LeaseRenewer, "add", lambda self, job, abort: idle_lease)]
+    no_lease = [mock.patch.object(lease_module.LeaseRenewer, "add", lambda self, job, abort: idle_lease)]
     no_tmp = [
-        mock.patch.object(worker_module, "tempfile", SimpleNamespace(mkdtemp=lambda **kw: str(scratch))),
-        mock.patch.object(worker_module, "shutil", SimpleNamespace(rmtree=_noop)),
+        mock.patch.object(scratch_module, "tempfile", SimpleNamespace(mkdtemp=lambda **kw: str(scratch))),
+        mock.patch.object(scratch_module, "shutil", SimpleNamespace(rmtree=_noop)),
     ]
-    no_validation = [mock.patch.object(worker_module, "semantic_errors", lambda doc, settings: [])]
+    no_validation = [mock.patch.object(job_module.contract, "config_errors", lambda doc, settings: [])]
     options: dict[str, list[Any]] = {
         "as is": [],
         "no log lines": no_logs,

@@ -35,6 +35,7 @@ import av  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from shared.contract import JobRequest  # noqa: E402
 from shared.render import plan_preview, render_preview  # noqa: E402
 from shared.render.frames import compose  # noqa: E402
 from shared.settings import Settings  # noqa: E402
@@ -140,7 +141,8 @@ def best_of(runs: int, action: Callable[[], object]) -> float:
 def bench_ours(fmt: str, work: Path, settings: Settings, runs: int, with_audio: bool = False) -> Row:
     job = make_job(fmt, with_audio)
     out = work / f"ours-{fmt}{'-audio' if with_audio else ''}"
-    seconds = best_of(runs, lambda: render_preview(job, out, settings))
+    request = JobRequest.from_payload(job)
+    seconds = best_of(runs, lambda: render_preview(request, out, settings))
     video = out / f"preview.{fmt}"
     return Row(fmt, "ours + 30 s narration" if with_audio else "ours (PyAV, VFR)", seconds,
                video.stat().st_size, decoded_duration(video))
@@ -151,7 +153,7 @@ def write_frames(work: Path, settings: Settings) -> Path:
     from shared.render.assets import AssetLoader, decode_image
     from shared.render.frames import letterbox
 
-    plan = plan_preview(make_job("mp4"), settings)
+    plan = plan_preview(JobRequest.from_payload(make_job("mp4")))
     loader = AssetLoader(settings)
     folder = work / "frames"
     folder.mkdir(exist_ok=True)

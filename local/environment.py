@@ -7,12 +7,12 @@
 emulator's data folder (`--data-dir`, else $DATA_DIR, else ./data), unless the env file sets it.
 
 `python -m local serve` runs every function in one process, and the service reads its
-configuration once through the cached `shared.settings.get_settings()`. So the emulator
+configuration once per process (`shared.wiring` builds its settings). So the emulator
 applies one environment to the process: the variables of all functions together. Where two
 functions set the same variable to different values, the most specific source wins (shell,
 then env-file function section, ...; then the first function in template order) and a
 warning names the variable. Swapping os.environ per invocation instead would need a global
-lock (no more concurrent requests) and would still be defeated by the settings cache.
+lock (no more concurrent requests) and would still be defeated by the services built once.
 `python -m local invoke` runs one function, so it gets exactly that function's environment.
 """
 

@@ -46,24 +46,19 @@ class InvokeArgs:
 
 @contextlib.contextmanager
 def scoped_environment(values: Mapping[str, str]) -> Iterator[None]:
-    """The function's variables in os.environ and fresh service caches, all undone after (so
-    invoking in-process, as the tests do, leaves nothing behind)."""
-    from shared import redis_client, service
-    from shared.settings import get_settings
+    """The function's variables in os.environ and no services built before, all undone after
+    (so invoking in-process, as the tests do, leaves nothing behind)."""
+    from shared import wiring
 
     saved = dict(os.environ)
     os.environ.update(values)
-    get_settings.cache_clear()
-    redis_client.reset_clients()
-    service.reset_queues()
+    wiring.reset()
     try:
         yield
     finally:
         os.environ.clear()
         os.environ.update(saved)
-        get_settings.cache_clear()
-        redis_client.reset_clients()
-        service.reset_queues()
+        wiring.reset()
 
 
 def read_event(source: str | None, stdin: TextIO) -> Any:
@@ -103,20 +98,16 @@ def run(args: InvokeArgs, stdout: TextIO | None = None, stdin: TextIO | None = N
         log.info("invoking %s (Redis: %s)", spec.logical_id, description)
         with scoped_environment(env), contextlib.redirect_stdout(sys.stderr):
             from local.runtime import load_handler
-            from shared import kick
+            from shared import wiring
             from shared.errors import ConfigError
-            from shared.settings import get_settings
 
             try:
-                get_settings()
+                # The function's services, with its async invokes (the enqueue kick) not run.
+                wiring.start(invoker=_skip_async_invoke)
                 handler = load_handler(spec)
             except ConfigError as exc:
                 raise StartupError(str(exc)) from None
-            kick.set_invoker(_skip_async_invoke)
-            try:
-                outcome = _call_with_timeout(handler, event, LambdaContext(template, spec), spec.timeout)
-            finally:
-                kick.set_invoker(None)
+            outcome = _call_with_timeout(handler, event, LambdaContext(template, spec), spec.timeout)
     result, error = outcome
     if error is not None:
         print(json.dumps(error), file=stdout, flush=True)

@@ -118,7 +118,7 @@ class FunctionRuntime:
 
     def invoke_async(self, name: str, event: Any) -> None:
         """Lambda's InvocationType=Event: queued, never blocking the caller. Installed as the
-        delivery of shared.kick."""
+        invoker of the worker kick (`shared.wiring.start`)."""
         spec = self.template.find(name)
         if spec is None:
             raise LookupError(f"no function {name!r} in the template")

@@ -134,10 +134,10 @@ def serve_prepared(args: ServeArgs, prepared: Prepared, sock: socket.socket, red
         log.info("%s", note)
     environment.apply(prepared.env.values)
     from shared.errors import ConfigError
-    from shared.settings import get_settings
+    from shared.settings import Settings
 
     try:
-        get_settings()
+        Settings.from_env()
     except ConfigError as exc:
         raise StartupError(str(exc)) from None
     runtime = FunctionRuntime(prepared.template)
@@ -186,7 +186,7 @@ def _stop_signal(signum: int, frame: object) -> None:
 def redis_for(redis_url: str, data_dir: Path, *, join_running: bool) -> Iterator[tuple[str, str]]:
     """(url, description): the configured Redis, else the data folder's embedded one."""
     from local.redis_embed import embedded_redis
-    from shared.redis_client import mask_url
+    from shared.settings import mask_url
 
     if redis_url:
         yield redis_url, mask_url(redis_url)

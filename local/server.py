@@ -216,33 +216,33 @@ class Emulator:
     # -- around the functions
 
     async def artifact(self, request: Request) -> Response:
-        from shared.artifacts import LocalStore, content_type, get_store
-        from shared.settings import get_settings
+        from shared import wiring
+        from shared.artifacts import layout
+        from shared.artifacts.local import LocalStore
 
-        store = get_store(get_settings())
-        verify = getattr(store, "verify", None)
-        if verify is None:  # S3 artifacts: their presigned URLs point at S3, not here
+        store = wiring.services().store
+        if not isinstance(store, LocalStore):  # S3 artifacts: their presigned URLs point at S3, not here
             return message(404, "Not Found")
         expires, sig = request.query_params.get("expires"), request.query_params.get("sig")
         if not expires or not sig:
             return message(403, "Forbidden")
         path = request.url.path
-        granted = await run_in_threadpool(verify, path, expires, sig)
+        if not store.signer.valid(path, expires, sig):
+            return message(403, "Forbidden")
+        # Only a request whose signature holds may learn that the file is missing.
+        granted = await run_in_threadpool(store.file, path)
         if granted is None:
-            # Only a request whose signature holds may learn that the file is missing.
-            missing = isinstance(store, LocalStore) and await run_in_threadpool(
-                store.signature_valid, path, expires, sig)
-            return message(404 if missing else 403, "Not Found" if missing else "Forbidden")
-        return FileResponse(granted, media_type=content_type(granted.name),
+            return message(404, "Not Found")
+        return FileResponse(granted, media_type=layout.content_type(granted.name),
                             headers={"Cache-Control": "private, max-age=60"})
 
     async def metrics(self, request: Request) -> Response:
-        from shared import service
+        from shared import service, wiring
         from shared.prometheus_metrics import PROMETHEUS_CONTENT_TYPE, prometheus_text
 
         def refresh() -> None:
             with contextlib.suppress(Exception):  # Redis down: scrape what we have
-                service.queue_metrics()
+                service.queue_metrics(wiring.services().queue)
 
         await run_in_threadpool(refresh)
         return Response(prometheus_text(), headers={"content-type": PROMETHEUS_CONTENT_TYPE})
@@ -288,12 +288,13 @@ class Emulator:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        from shared import kick
+        from shared import wiring
 
         if not isolation.install():
             log.warning("Powertools' request state cannot be made per-thread; requests run one at a time")
             self.runtime.serial = threading.Lock()
-        kick.set_invoker(self.runtime.invoke_async)
+        # The functions' services, with the enqueue kick delivered as a local async invoke.
+        wiring.start(invoker=self.runtime.invoke_async)
         self._start_worker()
         self._start_schedules()
         self._banner()
@@ -305,15 +306,15 @@ class Emulator:
             if self.scheduler:
                 self.scheduler.stop()
             await asyncio.get_running_loop().run_in_executor(None, self._stop_worker)
-            kick.set_invoker(None)
             self.runtime.shutdown()
+            wiring.reset()
 
     def _start_worker(self) -> None:
         if not (self.options.worker and self.options.worker_function):
             return
-        from shared.worker import build_worker
+        from shared import wiring
 
-        self.worker = build_worker()
+        self.worker = wiring.services().new_worker()
 
         def run() -> None:
             try:

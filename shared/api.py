@@ -1,21 +1,30 @@
-"""HTTP plumbing shared by the handler functions: one error table for every route, JSON
-responses, the Lambda entry decorator (logging context, request metric)."""
+"""HTTP plumbing shared by the handler functions: the route paths, request body decoding,
+one error table for every route, JSON responses, absolute URLs, and the Lambda entry
+(logging context, request metric). Routes are declared in template.yaml; the handlers match
+the same paths, built from `JOB_ROUTE` here (a test holds the two together)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
-import re
 from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from pydantic import BaseModel
 
-from shared.errors import InvalidRequest, PreviewError
-from shared.observability import invocation_context, logger, record_failure, record_request
+from shared.contract import ID_RULE, is_id
+from shared.errors import InvalidPayload, InvalidRequest, PayloadTooLarge, PreviewError
+from shared.observability import ColdStart, invocation_context, logger, record_failure, record_request
 
 JSON = "application/json"
-ID_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+JOB_ROUTE = "/api/preview/job"
+
+
+def job_url(origin: str, job_id: str, what: str) -> str:
+    """The absolute URL of a job's `status` or `artifact` route."""
+    return f"{origin}{JOB_ROUTE}/{job_id}/{what}"
 
 
 def json_response(status: int, body: BaseModel | dict[str, Any], headers: dict[str, str] | None = None) -> Response:
@@ -29,12 +38,46 @@ def json_response(status: int, body: BaseModel | dict[str, Any], headers: dict[s
 
 
 def check_id(value: str, name: str = "jobId") -> str:
-    if not ID_RE.fullmatch(value or ""):
+    if not is_id(value):
         raise InvalidRequest(
-            f"{name} must be 1-128 letters, digits, '.', '_' or '-', not starting with '.'",
+            f"{name} {ID_RULE}",
             errors=[{"path": f"/{name}", "message": "malformed id"}],
         )
     return value
+
+
+def _refuse_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON, and NaN slips through every numeric range check.
+    raise json.JSONDecodeError(f"{name} is not a JSON value", name, 0)
+
+
+def parse_body(body: str | bytes | None, is_base64: bool, limit: int) -> dict[str, Any]:
+    """Decode an HTTP body into a JSON object, enforcing the size limit before parsing."""
+    if body is None or body == "":
+        raise InvalidRequest("request body is empty; send the job as a JSON object")
+    raw: bytes
+    if is_base64:
+        if len(body) > limit * 4 // 3 + 4:
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes", limit=limit)
+        try:
+            raw = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidRequest("request body is not valid base64") from None
+    else:
+        raw = body.encode("utf-8") if isinstance(body, str) else body
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"request body exceeds {limit} bytes", limit=limit)
+    try:
+        document = json.loads(raw, parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest("request body is nested too deeply") from None
+    if not isinstance(document, dict):
+        raise InvalidPayload(
+            "the job must be a JSON object", [{"path": "/", "message": "must be an object"}]
+        )
+    return document
 
 
 def make_resolver() -> APIGatewayHttpResolver:
@@ -90,12 +133,13 @@ def base_url(app: APIGatewayHttpResolver, configured: str = "") -> str:
 def lambda_entry(app: APIGatewayHttpResolver, name: str) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
     """The function's `handler(event, context)`: structured log context, correlation id,
     the request metric, and a 500 with a request id for anything that escapes."""
+    cold_start = ColdStart()
 
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         request_id = None
         if isinstance(event, dict):
             request_id = (event.get("requestContext") or {}).get("requestId")
-        with invocation_context(context, request_id):
+        with invocation_context(context, request_id, cold=cold_start()):
             return _handle(event, context)
 
     def _handle(event: dict[str, Any], context: Any) -> dict[str, Any]:

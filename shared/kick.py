@@ -4,43 +4,43 @@ not wait for the worker's schedule. Off when RENDER_WORKER_FUNCTION is empty."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any
 
+from shared import aws
 from shared.observability import logger, record_failure
-from shared.settings import Settings
 
-# The emulator installs its own delivery; in Lambda the default goes through the Lambda API.
+# Delivers one asynchronous invoke: (function name, event). The emulator passes its own.
 Invoker = Callable[[str, dict[str, Any]], None]
-_invoker: Invoker | None = None
 
 
-def set_invoker(invoker: Invoker | None) -> None:
-    global _invoker
-    _invoker = invoker
+class WorkerKick:
+    """`kick(job_id)`: best effort, since the job is already safely queued and a failed kick
+    only costs latency. Without an invoker, the Lambda API (its client made on first use)."""
 
+    def __init__(self, function: str, invoker: Invoker | None = None) -> None:
+        self.function = function
+        self._invoker = invoker
+        self._client: Any = None
+        self._lock = threading.Lock()
 
-@lru_cache(maxsize=1)
-def _lambda_client() -> Any:
-    import boto3
-    from botocore.config import Config
+    @property
+    def lambda_client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client = aws.make_lambda_client()
+            return self._client
 
-    return boto3.client("lambda", config=Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1}))
+    def _invoke_lambda(self, function: str, event: dict[str, Any]) -> None:
+        self.lambda_client.invoke(FunctionName=function, InvocationType="Event", Payload=json.dumps(event).encode())
 
-
-def _invoke_lambda(function: str, event: dict[str, Any]) -> None:
-    _lambda_client().invoke(FunctionName=function, InvocationType="Event", Payload=json.dumps(event).encode())
-
-
-def kick_worker(settings: Settings, job_id: str) -> None:
-    """Best effort: the job is already safely queued, so a failed kick only costs latency."""
-    function = settings.render_worker_function
-    if not function:
-        return
-    event = {"source": "preview.enqueue", "detail-type": "job-admitted", "detail": {"jobId": job_id}}
-    try:
-        (_invoker or _invoke_lambda)(function, event)
-    except Exception:
-        record_failure("kick")
-        logger.warning("worker kick failed; the schedule will pick the job up", extra={"jobId": job_id})
+    def __call__(self, job_id: str) -> None:
+        if not self.function:
+            return
+        event = {"source": "preview.enqueue", "detail-type": "job-admitted", "detail": {"jobId": job_id}}
+        try:
+            (self._invoker or self._invoke_lambda)(self.function, event)
+        except Exception:
+            record_failure("kick")
+            logger.warning("worker kick failed; the schedule will pick the job up", extra={"jobId": job_id})

@@ -1,13 +1,37 @@
-"""Typed records: job status, queue counts, admission results, API responses."""
+"""Typed records: job status, queue counts, admission results, job outcomes, API responses."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 JobState = Literal["waiting", "active", "delayed", "completed", "failed"]
+
+
+class JobOutcome(StrEnum):
+    """How one attempt at a job ended in a worker (the `outcome` label of the job metric)."""
+
+    COMPLETED = "completed"
+    DRYRUN = "dryrun"  # a dry run completed
+    RETRIED = "retried"  # failed, will be tried again after a backoff
+    FAILED = "failed"  # failed for the last time: a dead letter
+    INVALID = "invalid"  # failed at once: retrying cannot help (bad payload or asset)
+    STALLED = "stalled"  # its worker vanished; recovery put it back or failed it
+    LOST = "lost"  # another worker owns the job now (this one's lease ran out)
+    RELEASED = "released"  # handed back unharmed at shutdown
+    DEFERRED = "deferred"  # left queued: the Lambda invocation had too little time left
+
+    @property
+    def counted(self) -> bool:
+        """Whether the job metric counts it (lost, released and deferred are no outcome of
+        the job itself: someone else finishes it)."""
+        return self not in (JobOutcome.LOST, JobOutcome.RELEASED, JobOutcome.DEFERRED)
+
+
+COUNTED_OUTCOMES = tuple(o for o in JobOutcome if o.counted)
 
 
 def iso_ms(epoch_ms: int | str | None) -> str | None:

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-from shared.models import QueueCounts
+from shared.keys import STATES
+from shared.models import JobOutcome, QueueCounts
+from shared.settings import Settings
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -37,12 +39,20 @@ class _CurrentStdout:
 
 logger = Logger(
     service=SERVICE,
-    # A bad LOG_LEVEL is reported by the settings check with the other variables; until
-    # then log at INFO rather than fail the import with a traceback.
-    level=_level if (_level := os.environ.get("LOG_LEVEL", "INFO").upper()) in logging.getLevelNamesMapping()
-    else "INFO",
+    # INFO until `configure` applies LOG_LEVEL (shared.wiring does, with the settings).
+    level="INFO",
     logger_handler=logging.StreamHandler(_CurrentStdout()),  # type: ignore[arg-type]
 )
+
+_emf_wanted = True
+
+
+def configure(settings: Settings) -> None:
+    """Apply the settings that govern logs and metrics: LOG_LEVEL and PREVIEW_METRICS_EMF."""
+    global _emf_wanted
+    logger.setLevel(settings.log_level)
+    _emf_wanted = settings.metrics_emf
+
 
 def in_lambda() -> bool:
     """Inside real Lambda (the emulator sets no AWS_EXECUTION_ENV); nobody scrapes it there."""
@@ -51,7 +61,7 @@ def in_lambda() -> bool:
 
 def emf_enabled() -> bool:
     """EMF lines go to stdout only inside real Lambda, where CloudWatch turns them into metrics."""
-    return in_lambda() and os.environ.get("PREVIEW_METRICS_EMF", "").lower() not in {"0", "false", "no"}
+    return _emf_wanted and in_lambda()
 
 
 def prometheus() -> ModuleType | None:
@@ -84,7 +94,7 @@ def record_failure(component: str) -> None:
         _emf("preview_failures_total", 1, MetricUnit.Count, {"component": component})
 
 
-def record_job(outcome: str, seconds: float | None = None) -> None:
+def record_job(outcome: JobOutcome, seconds: float | None = None) -> None:
     if prom := prometheus():
         prom.JOB_OUTCOMES.labels(outcome=outcome).inc()
         if seconds is not None:
@@ -95,15 +105,12 @@ def record_job(outcome: str, seconds: float | None = None) -> None:
             _emf("preview_worker_job_duration_seconds", seconds, MetricUnit.Seconds, {})
 
 
-QUEUE_STATES = ("waiting", "active", "completed", "failed", "delayed")
-
-
 def record_queue_counts(counts: QueueCounts) -> None:
     if prom := prometheus():
-        for state in QUEUE_STATES:
+        for state in STATES:
             prom.QUEUE_JOBS.labels(queue=counts.name, state=state).set(getattr(counts, state))
     if emf_enabled():
-        for state in QUEUE_STATES:
+        for state in STATES:
             _emf("preview_queue_jobs", getattr(counts, state), MetricUnit.Count,
                  {"queue": counts.name, "state": state})
 
@@ -114,20 +121,28 @@ def record_worker_heartbeat() -> None:
         prom.WORKER_HEARTBEAT.set_to_current_time()
 
 
-_warm_functions: set[str] = set()
-_warm_lock = threading.Lock()
+class ColdStart:
+    """True on the first invocation only. Each handler holds one: in Lambda a module is loaded
+    once per execution environment, and in the emulator each function has its own handler."""
+
+    def __init__(self) -> None:
+        self._warm = False
+        self._lock = threading.Lock()
+
+    def __call__(self) -> bool:
+        with self._lock:
+            cold, self._warm = not self._warm, True
+        return cold
 
 
 @contextmanager
-def invocation_context(context: Any, correlation_id: str | None = None, **keys: Any) -> Iterator[None]:
+def invocation_context(context: Any, correlation_id: str | None = None, *, cold: bool = False,
+                       **keys: Any) -> Iterator[None]:
     """Log keys of one invocation (function, request id, cold start, correlation id).
 
     Kept per thread, unlike Powertools' `inject_lambda_context`, because the emulator and the
     long-running worker run several invocations at once in one process."""
     name = getattr(context, "function_name", "") or ""
-    with _warm_lock:
-        cold = name not in _warm_functions
-        _warm_functions.add(name)
     fields: dict[str, Any] = {"cold_start": cold}
     if context is not None:
         fields.update(
@@ -148,10 +163,12 @@ def invocation_context(context: Any, correlation_id: str | None = None, **keys: 
 def lambda_handler(function: Callable[[dict[str, Any], Any], Any]) -> Callable[[dict[str, Any], Any], Any]:
     """Decorator for the non-HTTP functions: invocation log keys, correlation id = event id."""
 
+    cold_start = ColdStart()
+
     @functools.wraps(function)
     def wrapper(event: dict[str, Any], context: Any) -> Any:
         correlation = event.get("id") if isinstance(event, dict) else None
-        with invocation_context(context, correlation):
+        with invocation_context(context, correlation, cold=cold_start()):
             return function(event, context)
 
     return wrapper

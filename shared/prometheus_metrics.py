@@ -9,6 +9,8 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from shared.models import COUNTED_OUTCOMES
+
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 REQUESTS = Counter(
@@ -19,7 +21,7 @@ FAILURES = Counter(
 )
 JOB_OUTCOMES = Counter(
     "preview_worker_job_outcomes_total",
-    "Finished job attempts by outcome (completed, failed, retried, invalid, dryrun, stalled)",
+    f"Finished job attempts by outcome ({', '.join(COUNTED_OUTCOMES)})",
     ["outcome"],
     registry=REGISTRY,
 )
@@ -34,8 +36,7 @@ WORKER_HEARTBEAT = Gauge(
     "preview_worker_last_heartbeat_seconds", "Unix time of this worker's last heartbeat", registry=REGISTRY
 )
 
-OUTCOMES = ("completed", "failed", "retried", "invalid", "dryrun", "stalled")
-for _outcome in OUTCOMES:
+for _outcome in COUNTED_OUTCOMES:
     # Present from the start at 0, so rate() over them is 0 rather than empty for an idle worker.
     JOB_OUTCOMES.labels(outcome=_outcome)
 PROMETHEUS_CONTENT_TYPE = CONTENT_TYPE_LATEST

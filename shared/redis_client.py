@@ -1,4 +1,4 @@
-"""Lazily created, cached Redis clients with short timeouts, and URL masking."""
+"""Redis clients with short timeouts, and the runner of the queue's Lua scripts."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import threading
 import weakref
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -24,35 +23,18 @@ from shared.settings import Settings
 # retry after a dropped connection is all we allow.
 _RETRY = Retry(NoBackoff(), retries=1)
 
-
-def mask_url(url: str) -> str:
-    """The URL without any password (and without a user name that could be a token)."""
-    parts = urlsplit(url)
-    # Query options (redis-py accepts ?password=...) are dropped too: none is worth the risk.
-    if parts.password is None and parts.username is None:
-        return url.split("?", 1)[0].split("#", 1)[0]
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"***@{host}"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
 MAX_BLOCK_SECONDS = 5.0
 
 if HIREDIS_AVAILABLE:
     from hiredis import pack_command as _hiredis_pack
 
-_clients: dict[tuple[str, int, bool], redis.Redis] = {}
-_lock = threading.Lock()
 
-
-def _new_client(url: str, timeout_ms: int, blocking: bool) -> redis.Redis:
-    timeout = timeout_ms / 1000
+def connect(settings: Settings, *, blocking: bool = False) -> redis.Redis:
+    """A client for `settings.redis_url` with short timeouts (`blocking`: for BLPOP waits).
+    The caller owns it and closes it; `shared.wiring` makes the process's pair."""
+    timeout = settings.redis_timeout_ms / 1000
     return redis.Redis.from_url(
-        url,
+        settings.redis_url,
         socket_connect_timeout=timeout,
         # A blocking client waits in BLPOP for up to MAX_BLOCK_SECONDS; its read timeout leaves
         # room for that yet still notices a connection that died silently.
@@ -62,26 +44,6 @@ def _new_client(url: str, timeout_ms: int, blocking: bool) -> redis.Redis:
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         decode_responses=True,
     )
-
-
-def get_redis(settings: Settings, *, blocking: bool = False) -> redis.Redis:
-    """The shared client for `settings.redis_url` (a separate pool for blocking waits)."""
-    key = (settings.redis_url, settings.redis_timeout_ms, blocking)
-    client = _clients.get(key)
-    if client is None:
-        with _lock:
-            client = _clients.get(key)
-            if client is None:
-                client = _clients[key] = _new_client(*key)
-    return client
-
-
-def reset_clients() -> None:
-    """Close and forget every cached client (tests, and after a fork)."""
-    with _lock:
-        for client in _clients.values():
-            client.close()
-        _clients.clear()
 
 
 class _ThreadConnection:

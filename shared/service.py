@@ -1,17 +1,22 @@
-"""What each endpoint does, independent of HTTP: the one call a handler makes."""
+"""What each endpoint and scheduled function does, independent of HTTP and of how its
+dependencies are built: each use case takes the queue, store, kick or settings it needs, so
+it can run against fakes. Handlers get the real ones from `shared.wiring`."""
 
 from __future__ import annotations
 
 import time
 from datetime import UTC
-from typing import Any
+from typing import Any, Protocol
 
+from shared import contract
+from shared.artifacts import ArtifactStore, layout
 from shared.errors import JobNotCompleted, JobNotFound, StoreUnavailable
 from shared.models import (
+    AdmitResult,
     ArtifactFile,
     ArtifactResponse,
-    EnqueueResponse,
     HealthReport,
+    JobOutcome,
     JobStatus,
     QueueCounts,
     RedisHealth,
@@ -19,76 +24,43 @@ from shared.models import (
     iso_ms,
     utc_now_iso,
 )
-from shared.observability import logger, record_queue_counts
+from shared.observability import logger, record_job, record_queue_counts
 from shared.queue import JobQueue
-from shared.redis_client import get_redis, mask_url
-from shared.settings import Settings, get_settings
-
-JOB_PATH = "/api/preview/job"
+from shared.settings import Settings, mask_url
 
 
-def get_queue(settings: Settings | None = None) -> JobQueue:
-    settings = settings or get_settings()
-    client = get_redis(settings)
-    cached = _queues.get(id(client))
-    if cached is None or cached.settings is not settings:
-        cached = _queues[id(client)] = JobQueue(client, settings, get_redis(settings, blocking=True))
-    return cached
+class Kick(Protocol):
+    def __call__(self, job_id: str) -> None: ...
 
 
-_queues: dict[int, JobQueue] = {}
-
-
-def reset_queues() -> None:
-    """Forget the cached queues and close the connections their scripts ran on."""
-    queues = list(_queues.values())
-    _queues.clear()
-    for queue in queues:
-        queue.close()
-
-
-def enqueue(body: str | bytes | None, is_base64: bool, origin: str) -> tuple[int, EnqueueResponse]:
-    """Validate and admit a job: 202 when new, 200 for an identical replay."""
-    from shared.payload import parse_body, validate_payload
-
-    settings = get_settings()
-    payload = validate_payload(parse_body(body, is_base64, settings.max_body_bytes), settings)
-    result = get_queue(settings).admit(payload)
-    job_id = result.jobId
+def enqueue(document: Any, *, settings: Settings, queue: JobQueue, kick: Kick) -> AdmitResult:
+    """Validate and admit a job (`created` is False for an identical replay); a new job
+    nudges the worker."""
+    payload = contract.validate_payload(document, settings)
+    result = queue.admit(payload)
     logger.info("job admitted" if result.created else "job replayed",
-                extra={"jobId": job_id, "projectId": payload["projectId"], "state": result.state})
-    response = EnqueueResponse(
-        jobId=job_id,
-        status="queued" if result.created else result.state,
-        state=result.state,
-        statusUrl=f"{origin}{JOB_PATH}/{job_id}/status",
-        artifactUrl=f"{origin}{JOB_PATH}/{job_id}/artifact",
-    )
+                extra={"jobId": result.jobId, "projectId": payload["projectId"], "state": result.state})
     if result.created:
-        from shared.kick import kick_worker
-
-        kick_worker(settings, job_id)
-    return (202 if result.created else 200), response
+        kick(result.jobId)
+    return result
 
 
-def job_status(job_id: str) -> JobStatus:
-    status = get_queue().status(job_id)
+def job_status(queue: JobQueue, job_id: str) -> JobStatus:
+    status = queue.status(job_id)
     if status is None:
         raise JobNotFound(f"no job {job_id!r}", jobId=job_id)
     return status
 
 
-def job_artifact(job_id: str, origin: str) -> ArtifactResponse:
-    from shared.artifacts import get_store
-
-    settings = get_settings()
-    status = job_status(job_id)
+def job_artifact(queue: JobQueue, store: ArtifactStore, job_id: str, *, origin: str,
+                 ttl_seconds: int) -> ArtifactResponse:
+    """Signed URLs of every file of a completed job's preview (`origin`: for local links)."""
+    status = job_status(queue, job_id)
     if status.state != "completed":
         raise JobNotCompleted(
             f"job {job_id!r} is {status.state}, not completed", jobId=job_id, state=status.state,
             progress=status.progress,
         )
-    store = get_store(settings)
     try:
         manifest = store.read_manifest(status.projectId, job_id)
     except Exception as exc:  # the store's own errors must not leak details
@@ -96,18 +68,16 @@ def job_artifact(job_id: str, origin: str) -> ArtifactResponse:
         raise StoreUnavailable("the artifact store is unreachable; try again shortly") from exc
     if manifest is None:
         raise JobNotFound(f"artifacts of job {job_id!r} are no longer available", jobId=job_id)
+
+    def sign(name: str) -> tuple[str, Any]:
+        return store.signed_url(status.projectId, job_id, name, ttl_seconds, origin)
+
     files = manifest.get("files", [])
-    names = [f["name"] for f in files]
-    main = next((n for n in names if n.startswith("preview.") and n != "preview.json"), "preview.json")
-    listed = []
-    for entry in files:
-        url, _ = store.signed_url(status.projectId, job_id, entry["name"], settings.url_ttl_seconds, origin)
-        listed.append(ArtifactFile(name=entry["name"], contentType=entry["contentType"], bytes=entry["bytes"],
-                                   sha256=entry["sha256"], url=url))
-    main_url, main_expires = store.signed_url(status.projectId, job_id, main, settings.url_ttl_seconds, origin)
-    manifest_url, _ = store.signed_url(status.projectId, job_id, "container.json", settings.url_ttl_seconds, origin)
+    listed = [ArtifactFile(name=f["name"], contentType=f["contentType"], bytes=f["bytes"], sha256=f["sha256"],
+                           url=sign(f["name"])[0]) for f in files]
+    main_url, main_expires = sign(layout.main_file([f["name"] for f in files]))
     return ArtifactResponse(
-        manifestUrl=manifest_url,
+        manifestUrl=sign(layout.MANIFEST)[0],
         jobId=job_id,
         url=main_url,
         expiresAt=iso_ms(int(main_expires.astimezone(UTC).timestamp() * 1000)) or "",
@@ -115,17 +85,15 @@ def job_artifact(job_id: str, origin: str) -> ArtifactResponse:
     )
 
 
-def queue_metrics() -> QueueCounts:
-    counts = get_queue().counts()
+def queue_metrics(queue: JobQueue) -> QueueCounts:
+    counts = queue.counts()
     record_queue_counts(counts)
     return counts
 
 
-def health(settings: Settings | None = None) -> HealthReport:
+def health(queue: JobQueue, settings: Settings) -> HealthReport:
     """Redis reachable, backlog not stuck, a worker seen recently."""
-    settings = settings or get_settings()
     url = mask_url(settings.redis_url)
-    queue = get_queue(settings)
     try:
         counts = queue.counts()
         oldest = queue.oldest_waiting_ms()
@@ -161,18 +129,25 @@ def health_status_code(report: HealthReport) -> int:
     return 200 if report.status == "healthy" else 503
 
 
-def probe() -> dict[str, Any]:
+def recover(queue: JobQueue) -> tuple[list[str], list[str]]:
+    """Jobs whose worker vanished (lease expired) go back to waiting or, out of attempts, to
+    failed; each is counted as a `stalled` outcome. Used by every worker's maintenance and by
+    the health probe."""
+    requeued, failed = queue.recover_stalled()
+    for _ in requeued + failed:
+        record_job(JobOutcome.STALLED)
+    if requeued or failed:
+        logger.warning("recovered expired leases", extra={"requeued": requeued, "failed": failed})
+    return requeued, failed
+
+
+def probe(queue: JobQueue, settings: Settings) -> dict[str, Any]:
     """The scheduled probe: recover expired leases first, then report health."""
-    settings = get_settings()
     recovered: dict[str, list[str]] = {"requeued": [], "failed": []}
     try:
-        requeued, failed = get_queue(settings).recover_stalled()
+        requeued, failed = recover(queue)
         recovered = {"requeued": requeued, "failed": failed}
-        from shared.observability import record_job
-
-        for _ in requeued + failed:
-            record_job("stalled")
     except StoreUnavailable:
         pass  # the health report below says so
-    report = health(settings)
+    report = health(queue, settings)
     return {**report.model_dump(mode="json", exclude_none=True), "recovered": recovered}

@@ -1,7 +1,8 @@
-"""Configuration read from the environment, validated once, cached.
+"""Configuration read from the environment and validated in one step.
 
-Every variable is a field alias; a bad value raises `ConfigError` with one message that
-names the variable. `get_settings.cache_clear()` resets the cache (tests do so).
+Every variable the service reads is a field alias here; a bad value raises `ConfigError` with
+one message that names the variable. Settings are built by `shared.wiring` (once per process,
+with the other dependencies), never cached here.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -59,6 +60,9 @@ class Settings(BaseModel):
     ] = 500
     shutdown_grace_seconds: Annotated[int, Field(alias="PREVIEW_SHUTDOWN_GRACE_SECONDS", ge=0, le=3600)] = 20
     metrics_port: Annotated[int, Field(alias="PREVIEW_METRICS_PORT", ge=0, le=65535)] = 9102
+    metrics_host: Annotated[str, Field(alias="PREVIEW_METRICS_HOST", min_length=1)] = "127.0.0.1"
+    # Inside Lambda the only metrics a function has are CloudWatch EMF lines; false stops them.
+    metrics_emf: Annotated[bool, Field(alias="PREVIEW_METRICS_EMF")] = True
 
     @field_validator("redis_url")
     @classmethod
@@ -134,17 +138,25 @@ class Settings(BaseModel):
             raise ConfigError(f"invalid configuration: {variable}={shown}: {first['msg']}") from None
 
 
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return Settings.from_env()
+def mask_url(url: str) -> str:
+    """The URL without any password (and without a user name that could be a token)."""
+    parts = urlsplit(url)
+    # Query options (redis-py accepts ?password=...) are dropped too: none is worth the risk.
+    if parts.password is None and parts.username is None:
+        return url.split("?", 1)[0].split("#", 1)[0]
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"***@{host}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def main() -> int:
     """`python -m shared.settings`: check the environment, print the effective configuration."""
-    from shared.redis_client import mask_url
-
     try:
-        settings = get_settings()
+        settings = Settings.from_env()
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2

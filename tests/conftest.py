@@ -1,4 +1,4 @@
-"""Shared fixtures: a private Redis per test session (emptied per test), clean settings and clients per test."""
+"""Shared fixtures: a private Redis per test session (emptied per test), no services carried over between tests."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import pytest
 import redis
 
 from local.redis_server import RedisServer
-from shared import redis_client, service
-from shared.settings import get_settings
+from shared import wiring
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
@@ -37,13 +36,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture(autouse=True)
 def _clean_state(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
-    get_settings.cache_clear()
-    redis_client.reset_clients()
-    service.reset_queues()
+    wiring.reset()
     yield
-    get_settings.cache_clear()
-    redis_client.reset_clients()
-    service.reset_queues()
+    wiring.reset()
 
 
 @pytest.fixture
@@ -53,7 +48,7 @@ def redis_url(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> str
     client.flushall()
     client.close()
     monkeypatch.setenv("REDIS_URL", redis_server.url)
-    get_settings.cache_clear()
+    wiring.reset()
     return redis_server.url
 
 

@@ -7,8 +7,7 @@ import importlib
 import json
 from typing import Any
 
-from shared import service
-from shared.settings import get_settings
+from shared import wiring
 from tests.conftest import EVENTS, LambdaContext, load_event
 
 EXPECTED: dict[str, dict[str, Any]] = {
@@ -30,12 +29,7 @@ def body(response: dict[str, Any]) -> Any:
 
 
 def run_worker_until_idle() -> dict[str, Any]:
-    from shared.artifacts import get_store
-    from shared.worker import Worker
-
-    settings = get_settings()
-    worker = Worker(settings, service.get_queue(settings), get_store(settings))
-    return worker.run_until_idle()
+    return wiring.services().new_worker().run_until_idle()
 
 
 def fill_queue(redis_url: str, limit: int) -> None:
@@ -62,13 +56,13 @@ def apply_given(steps: list[str]) -> None:
         if kind == "enqueue":
             assert invoke_fixture("enqueue_job", arg)["statusCode"] == 202
         elif kind == "worker-heartbeat":
-            service.get_queue().record_worker("fixture-worker")
+            wiring.services().queue.record_worker("fixture-worker")
         elif kind == "fill-queue":
-            settings = get_settings()
+            settings = wiring.services().settings
             fill_queue(settings.redis_url, settings.queue_max)
         elif kind == "render":
             run_worker_until_idle()
-            status = service.get_queue().status(arg)
+            status = wiring.services().queue.status(arg)
             assert status is not None and status.state == "completed", status
         else:
             raise AssertionError(f"unknown given step {step!r}")

@@ -12,9 +12,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from shared import service
-from shared.artifacts import LocalStore
-from shared.settings import get_settings
+from shared import wiring
+from shared.artifacts.local import LocalStore
 from tests.conftest import load_event
 from tests.handlers import apply_given, body, invoke, invoke_fixture
 
@@ -24,7 +23,7 @@ EXPECTED_FILES = ["captions.vtt", "poster.png", "preview.json", "preview.mp4"]
 
 def test_local_store_urls_are_signed_and_expire(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PREVIEW_URL_TTL_SECONDS", "120")
-    get_settings.cache_clear()
+    wiring.reset()
     apply_given(["enqueue:render", "render:preview-job-0003"])
     # The success fixture asks for preview-job-0002; ask for the rendered one instead.
     event = load_event("job_artifact", "success")
@@ -38,7 +37,7 @@ def test_local_store_urls_are_signed_and_expire(redis_url: str, monkeypatch: pyt
     assert main.path == "/artifacts/previews/proj-mobius-123/preview-job-0003/preview.mp4"
     assert main.netloc == "abc123.execute-api.us-east-1.amazonaws.com"
     query = parse_qs(main.query)
-    store = LocalStore(get_settings().data_dir)
+    store = LocalStore(wiring.services().settings.data_dir)
     granted = store.verify(main.path, query["expires"][0], query["sig"][0])
     assert granted is not None and granted.read_bytes()[4:8] == b"ftyp"
     # The listed size and digest are the file's
@@ -59,8 +58,7 @@ def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     with mock_aws():
         boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="preview-artifacts-test")
         monkeypatch.setenv("ARTIFACT_BUCKET", "preview-artifacts-test")
-        get_settings.cache_clear()
-        service.reset_queues()
+        wiring.reset()
         yield "preview-artifacts-test"
 
 
@@ -81,7 +79,7 @@ def test_s3_store_gives_presigned_urls(redis_url: str, s3_bucket: str, tmp_path:
     assert [f["name"] for f in manifest["files"]] == ["preview.json"]
     assert document["manifestUrl"].split("?")[0].endswith(key)
     # Nothing was written to the local folder
-    assert not (get_settings().data_dir / "previews").exists()
+    assert not (wiring.services().settings.data_dir / "previews").exists()
 
 
 def test_missing_artifacts_are_a_404_not_a_500(redis_url: str, s3_bucket: str) -> None:

@@ -11,7 +11,7 @@ import pytest
 from aws_lambda_powertools.utilities.parser.models import APIGatewayProxyEventV2Model
 from jsonschema import Draft7Validator
 
-from shared.payload import load_schema
+from shared.contract import load_schema
 from tests.conftest import EVENTS
 
 pytestmark = pytest.mark.usefixtures("no_sockets")

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from local.redis_server import RedisServer, free_port
-from shared import service
-from shared.settings import get_settings
+from shared import service, wiring
 from tests.conftest import ROOT, load_event
 from tests.handlers import EXPECTED, apply_given, body, invoke, invoke_fixture
 
@@ -72,8 +71,7 @@ def test_conflict_and_not_completed_tell_the_state(redis_url: str) -> None:
 
 def test_queue_full_says_when_to_retry(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PREVIEW_QUEUE_MAX", "1")
-    get_settings.cache_clear()
-    service.reset_queues()
+    wiring.reset()
     assert invoke_fixture("enqueue_job", "minimal")["statusCode"] == 202
     response = invoke_fixture("enqueue_job", "success")
     assert response["statusCode"] == 429
@@ -86,7 +84,7 @@ def test_metrics_and_health_shapes(redis_url: str) -> None:
     metrics = body(invoke_fixture("queue_metrics", "success"))
     assert metrics == {"name": "preview-jobs", "waiting": 1, "active": 0, "completed": 0, "failed": 0,
                        "delayed": 0, "total": 1}
-    service.get_queue().record_worker("w-1")
+    wiring.services().queue.record_worker("w-1")
     health = invoke_fixture("worker_health", "healthy")
     document = body(health)
     assert health["statusCode"] == 200 and document["status"] == "healthy"
@@ -96,7 +94,7 @@ def test_metrics_and_health_shapes(redis_url: str) -> None:
 
 def test_unexpected_error_is_a_500_without_internals(redis_url: str, monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    def explode(job_id: str) -> None:
+    def explode(queue: object, job_id: str) -> None:
         raise RuntimeError("db password is hunter2")
 
     monkeypatch.setattr(service, "job_status", explode)
@@ -120,8 +118,7 @@ def test_garbage_event_is_a_500_not_a_crash(redis_url: str) -> None:
 
 def use_redis(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
     monkeypatch.setenv("REDIS_URL", url)
-    get_settings.cache_clear()
-    service.reset_queues()
+    wiring.reset()
 
 
 ALL_ENDPOINTS = [("enqueue_job", "success"), ("job_status", "success"), ("job_artifact", "success"),

@@ -9,21 +9,19 @@ from typing import Any
 import pytest
 from botocore.stub import Stubber
 
-from shared import kick
-from shared.settings import get_settings
+from shared import wiring
 from tests.handlers import invoke_fixture
 
 
 @pytest.fixture
 def worker_function(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("RENDER_WORKER_FUNCTION", "preview-RenderWorkerFunction-ABC")
-    get_settings.cache_clear()
+    wiring.reset()
     yield "preview-RenderWorkerFunction-ABC"
-    kick.set_invoker(None)
 
 
 def test_admission_sends_one_async_invoke(redis_url: str, worker_function: str) -> None:
-    client = kick._lambda_client()
+    client = wiring.services().kick.lambda_client
     with Stubber(client) as stub:
         stub.add_response(
             "invoke", {"StatusCode": 202},
@@ -44,7 +42,7 @@ def test_failed_kick_does_not_fail_the_request(redis_url: str, worker_function: 
         calls.append((function, event))
         raise ConnectionError("lambda endpoint unreachable")
 
-    kick.set_invoker(broken)
+    wiring.start(invoker=broken)
     assert invoke_fixture("enqueue_job", "success")["statusCode"] == 202
     assert calls == [(worker_function, {"source": "preview.enqueue", "detail-type": "job-admitted",
                                         "detail": {"jobId": "preview-job-0002"}})]
@@ -52,9 +50,6 @@ def test_failed_kick_does_not_fail_the_request(redis_url: str, worker_function: 
 
 def test_no_kick_without_a_function_name(redis_url: str) -> None:
     calls: list[str] = []
-    kick.set_invoker(lambda function, event: calls.append(function))
-    try:
-        assert invoke_fixture("enqueue_job", "success")["statusCode"] == 202
-    finally:
-        kick.set_invoker(None)
+    wiring.start(invoker=lambda function, event: calls.append(function))
+    assert invoke_fixture("enqueue_job", "success")["statusCode"] == 202
     assert calls == []

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from shared.api import parse_body
+from shared.contract import validate_payload
 from shared.errors import InvalidPayload, InvalidRequest, PayloadTooLarge
-from shared.payload import parse_body, validate_payload
 from shared.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("no_sockets")

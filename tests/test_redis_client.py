@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.redis_client import mask_url
+from shared.settings import mask_url
 
 pytestmark = pytest.mark.usefixtures("no_sockets")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared import service
+from shared import wiring
 from tests.conftest import load_event
 from tests.handlers import EXPECTED, apply_given, invoke
 
@@ -21,13 +21,10 @@ def test_fixture_gives_expected_summary(case: str, redis_url: str) -> None:
 
 
 def test_probe_recovers_expired_leases(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared.settings import get_settings
-
     monkeypatch.setenv("PREVIEW_LEASE_MS", "1000")
-    get_settings.cache_clear()
-    service.reset_queues()
+    wiring.reset()
     apply_given(["enqueue:minimal", "worker-heartbeat"])
-    queue = service.get_queue()
+    queue = wiring.services().queue
     assert queue.claim().job is not None  # a worker claims it, then dies
     import time
 

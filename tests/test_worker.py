@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 
-from shared import prometheus_metrics, service
+from shared import prometheus_metrics, wiring
+from shared.contract import JobRequest
 from shared.errors import InvalidAsset, TransientRenderError
-from shared.settings import Settings, get_settings
+from shared.queue import JobQueue
+from shared.settings import Settings
 from shared.worker import Worker
 
 
@@ -30,9 +32,12 @@ class FolderStore:
 def configure(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
-    service.reset_queues()
-    return get_settings()
+    wiring.reset()
+    return wiring.services().settings
+
+
+def queue() -> JobQueue:
+    return wiring.services().queue
 
 
 def payload(n: int | str = 1, **extra: Any) -> dict[str, Any]:
@@ -40,7 +45,7 @@ def payload(n: int | str = 1, **extra: Any) -> dict[str, Any]:
             "previewRequest": {"steps": [{"title": "one", "durationSec": 2}], "assets": [], "audio": {}}, **extra}
 
 
-def write_file(payload: dict[str, Any], out: Path, settings: Settings, progress: Any) -> None:
+def write_file(request: JobRequest, out: Path, settings: Settings, progress: Any) -> None:
     for pct in (10, 50, 100):
         if progress:
             progress(pct)
@@ -49,7 +54,7 @@ def write_file(payload: dict[str, Any], out: Path, settings: Settings, progress:
 
 def make_worker(settings: Settings, render: Any = write_file, store: Any = None) -> tuple[Worker, Any]:
     store = store or FolderStore()
-    return Worker(settings, service.get_queue(settings), store, render=render), store
+    return Worker(settings, queue(), store, render=render), store
 
 
 def outcome_count(outcome: str) -> float:
@@ -58,11 +63,11 @@ def outcome_count(outcome: str) -> float:
 
 def test_completed_job_is_published_once(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = configure(monkeypatch)
-    service.get_queue().admit(payload())
+    queue().admit(payload())
     worker, store = make_worker(settings)
     before = outcome_count("completed")
     assert worker.run_until_idle()["processed"] == 1
-    status = service.get_queue().status("job-1")
+    status = queue().status("job-1")
     assert status is not None and (status.state, status.progress, status.attemptsMade) == ("completed", 100, 1)
     assert store.published == [("proj-1", "job-1", ["preview.json"])]
     assert outcome_count("completed") == before + 1
@@ -76,13 +81,13 @@ def test_failing_render_retries_with_backoff_then_dead_letters(redis_url: str, m
         calls.append(time.monotonic())
         raise TransientRenderError("S3 timed out fetching asset 'img-1'")
 
-    service.get_queue().admit(payload())
+    queue().admit(payload())
     worker, store = make_worker(settings, render=flaky)
     deadline = time.monotonic() + 10
     while len(calls) < 3 and time.monotonic() < deadline:
         worker.run_until_idle()
         time.sleep(0.02)
-    status = service.get_queue().status("job-1")
+    status = queue().status("job-1")
     assert status is not None and status.state == "failed"
     assert (status.attemptsMade, status.failedReason) == (3, "S3 timed out fetching asset 'img-1'")
     # Backoff grows: ~100 ms then ~200 ms (with ±20 % jitter).
@@ -90,7 +95,7 @@ def test_failing_render_retries_with_backoff_then_dead_letters(redis_url: str, m
     assert gaps[0] >= 0.08 and gaps[1] >= 0.16 and gaps[1] > gaps[0] * 1.2
     assert worker.outcomes["retried"] == 2 and worker.outcomes["failed"] == 1
     assert store.published == []
-    assert "Traceback" in (service.get_queue().job_fields("job-1", "stacktrace")["stacktrace"] or "")
+    assert "Traceback" in (queue().job_fields("job-1", "stacktrace")["stacktrace"] or "")
 
 
 def test_unexpected_exception_is_retried_with_its_type(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -99,10 +104,10 @@ def test_unexpected_exception_is_retried_with_its_type(redis_url: str, monkeypat
     def broken(*args: Any) -> None:
         raise ZeroDivisionError("division by zero")
 
-    service.get_queue().admit(payload())
+    queue().admit(payload())
     worker, _ = make_worker(settings, render=broken)
     worker.run_until_idle()
-    status = service.get_queue().status("job-1")
+    status = queue().status("job-1")
     assert status is not None and status.failedReason == "ZeroDivisionError: division by zero"
 
 
@@ -112,11 +117,11 @@ def test_invalid_asset_fails_at_once(redis_url: str, monkeypatch: pytest.MonkeyP
     def bad_asset(*args: Any) -> None:
         raise InvalidAsset("asset 'img-1' is not a decodable image")
 
-    service.get_queue().admit(payload())
+    queue().admit(payload())
     worker, _ = make_worker(settings, render=bad_asset)
     before = outcome_count("invalid")
     worker.run_until_idle()
-    status = service.get_queue().status("job-1")
+    status = queue().status("job-1")
     assert status is not None and (status.state, status.attemptsMade) == ("failed", 1)
     assert status.failedReason == "asset 'img-1' is not a decodable image"
     assert outcome_count("invalid") == before + 1
@@ -127,11 +132,11 @@ def test_payload_invalid_under_current_config_fails_at_once(redis_url: str, monk
     settings = configure(monkeypatch, PREVIEW_ASSET_BUCKETS="old-bucket")
     doc = payload()
     doc["previewRequest"]["assets"] = [{"id": "a", "type": "image", "uri": "s3://old-bucket/a.png"}]
-    service.get_queue().admit(doc)
+    queue().admit(doc)
     settings = configure(monkeypatch, PREVIEW_ASSET_BUCKETS="new-bucket")
     worker, _ = make_worker(settings)
     worker.run_until_idle()
-    status = service.get_queue().status("job-1")
+    status = queue().status("job-1")
     assert status is not None and status.state == "failed"
     assert "not an allowed asset bucket" in (status.failedReason or "")
 
@@ -140,16 +145,16 @@ def test_render_longer_than_the_lease_is_not_rerun(redis_url: str, monkeypatch: 
     settings = configure(monkeypatch, PREVIEW_LEASE_MS="1000")
     runs: list[str] = []
 
-    def cpu_hog(doc: dict[str, Any], out: Path, s: Settings, progress: Any) -> None:
+    def cpu_hog(doc: JobRequest, out: Path, s: Settings, progress: Any) -> None:
         # Pure-Python work holds the GIL for 3 lease lengths; the heartbeat thread must still run.
-        runs.append(doc["jobId"])
+        runs.append(doc.job_id)
         end = time.monotonic() + 3.0
         n = 0
         while time.monotonic() < end:
             n += sum(i * i for i in range(2000))
         (out / "preview.json").write_text(str(n))
 
-    service.get_queue().admit(payload())
+    queue().admit(payload())
     worker, store = make_worker(settings, render=cpu_hog)
     runner = threading.Thread(target=worker.run_until_idle)
     runner.start()
@@ -167,7 +172,7 @@ def test_render_longer_than_the_lease_is_not_rerun(redis_url: str, monkeypatch: 
         time.sleep(0.1)
     runner.join()
     assert stolen == []
-    status = service.get_queue().status("job-1")
+    status = queue().status("job-1")
     assert status is not None and (status.state, status.attemptsMade) == ("completed", 1)
     assert runs == ["job-1"] and len(store.published) == 1
 
@@ -177,7 +182,7 @@ def test_idle_worker_holds_no_renewer_thread_and_exports_gauges(redis_url: str,
     settings = configure(monkeypatch, PREVIEW_LEASE_MS="1000")
     # Given a warm Lambda container invoked many times
     for n in range(5):
-        service.get_queue().admit(payload(n))
+        queue().admit(payload(n))
         make_worker(settings)[0].run_until_idle()
     time.sleep(0.6)
     # Then no lease-renewer thread outlives its jobs
@@ -192,39 +197,39 @@ def test_idle_worker_holds_no_renewer_thread_and_exports_gauges(redis_url: str,
 
 def test_lambda_budget_never_starts_a_job_it_cannot_finish(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = configure(monkeypatch, PREVIEW_RENDER_MS_PER_VIDEO_SECOND="1000")
-    service.get_queue().admit(payload(1))
-    service.get_queue().admit(payload(2))
+    queue().admit(payload(1))
+    queue().admit(payload(2))
     worker, store = make_worker(settings)
     # The invocation's budget, then: plenty for the first job, too little for the second
     remaining = iter([60_000, 60_000, 5_000])
     summary = worker.run_until_idle(remaining_ms=lambda: next(remaining))
     assert summary["processed"] == 1 and summary["outcomes"]["deferred"] == 1
-    second = service.get_queue().status("job-2")
+    second = queue().status("job-2")
     assert second is not None and (second.state, second.attemptsMade) == ("waiting", 0)
 
 
 def test_lambda_fails_a_job_no_invocation_could_finish(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = configure(monkeypatch, PREVIEW_RENDER_MS_PER_VIDEO_SECOND="100000")
-    service.get_queue().admit(payload(1, priority="high"))  # 2 s of video: ~200 s to render
-    service.get_queue().admit(payload(2, dryRun=True))  # a dry run needs little time
+    queue().admit(payload(1, priority="high"))  # 2 s of video: ~200 s to render
+    queue().admit(payload(2, dryRun=True))  # a dry run needs little time
     worker, _ = make_worker(settings)
     summary = worker.run_until_idle(remaining_ms=lambda: 60_000)
     # The oversized job fails at once instead of blocking the queue forever...
-    first = service.get_queue().status("job-1")
+    first = queue().status("job-1")
     assert first is not None and (first.state, first.attemptsMade) == ("failed", 1)
     assert "more than the worker function's 60 s" in (first.failedReason or "")
     # ...and the queue moves on in the same invocation.
     assert summary["outcomes"] == {"invalid": 1, "dryrun": 1}
-    assert service.get_queue().status("job-2").state == "completed"  # type: ignore[union-attr]
+    assert queue().status("job-2").state == "completed"  # type: ignore[union-attr]
 
 
 def test_lost_lease_stops_the_render_and_keeps_the_new_owner(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = configure(monkeypatch, PREVIEW_LEASE_MS="1000")
-    queue = service.get_queue()
+    queue = wiring.services().queue
     queue.admit(payload())
     stolen = threading.Event()
 
-    def slow(doc: dict[str, Any], out: Path, s: Settings, progress: Any) -> None:
+    def slow(doc: JobRequest, out: Path, s: Settings, progress: Any) -> None:
         # Simulate a partition: the lease is taken over by someone else mid-render.
         queue.redis.zadd(queue.keys.active, {"job-1": 0})
         queue.recover_stalled()
@@ -244,13 +249,13 @@ def test_shutdown_hands_back_a_job_after_the_grace_period(redis_url: str, monkey
     settings = configure(monkeypatch, PREVIEW_SHUTDOWN_GRACE_SECONDS="0")
     started = threading.Event()
 
-    def endless(doc: dict[str, Any], out: Path, s: Settings, progress: Any) -> None:
+    def endless(doc: JobRequest, out: Path, s: Settings, progress: Any) -> None:
         started.set()
         while True:
             time.sleep(0.05)
             progress(1)
 
-    service.get_queue().admit(payload())
+    queue().admit(payload())
     worker, _ = make_worker(settings, render=endless)
     runner = threading.Thread(target=worker.run_forever, kwargs={"concurrency": 2})
     runner.start()
@@ -258,7 +263,7 @@ def test_shutdown_hands_back_a_job_after_the_grace_period(redis_url: str, monkey
     worker.stop()
     runner.join(10)
     assert not runner.is_alive()
-    status = service.get_queue().status("job-1")
+    status = queue().status("job-1")
     assert status is not None and (status.state, status.attemptsMade) == ("waiting", 0)
     assert worker.outcomes["released"] == 1
 
@@ -268,7 +273,7 @@ def test_long_running_worker_drains_the_queue_concurrently(redis_url: str, monke
     active = {"now": 0, "max": 0}
     lock = threading.Lock()
 
-    def tracked(doc: dict[str, Any], out: Path, s: Settings, progress: Any) -> None:
+    def tracked(doc: JobRequest, out: Path, s: Settings, progress: Any) -> None:
         with lock:
             active["now"] += 1
             active["max"] = max(active["max"], active["now"])
@@ -278,14 +283,14 @@ def test_long_running_worker_drains_the_queue_concurrently(redis_url: str, monke
         (out / "preview.json").write_text("{}")
 
     for n in range(12):
-        service.get_queue().admit(payload(n))
+        queue().admit(payload(n))
     worker, store = make_worker(settings, render=tracked)
     runner = threading.Thread(target=worker.run_forever, kwargs={"concurrency": 3})
     runner.start()
     deadline = time.monotonic() + 10
-    while service.get_queue().counts().completed < 12 and time.monotonic() < deadline:
+    while queue().counts().completed < 12 and time.monotonic() < deadline:
         time.sleep(0.05)
     worker.stop()
     runner.join(10)
-    assert service.get_queue().counts().completed == 12
+    assert queue().counts().completed == 12
     assert active["max"] == 3 and len(store.published) == 12

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared import service
+from shared import service, wiring
 from shared.observability import lambda_handler, logger
-from shared.settings import get_settings
 
-get_settings()  # a bad configuration fails the cold start with one clear message
+wiring.services()  # a bad configuration fails the cold start with one clear message
 
 
 @lambda_handler
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    result = service.probe()
+    services = wiring.services()
+    result = service.probe(services.queue, services.settings)
     log = logger.info if result["status"] == "healthy" else logger.error
     log("health probe", extra=result)
     return result

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from aws_lambda_powertools.event_handler import Response
 
-from shared import service
-from shared.api import base_url, check_id, json_response, lambda_entry, make_resolver
-from shared.settings import get_settings
+from shared import service, wiring
+from shared.api import JOB_ROUTE, base_url, check_id, json_response, lambda_entry, make_resolver
 
-get_settings()  # a bad configuration fails the cold start with one clear message
+wiring.services()  # a bad configuration fails the cold start with one clear message
 
 app = make_resolver()
 
 
-@app.get("/api/preview/job/<jobId>/artifact")
+@app.get(f"{JOB_ROUTE}/<jobId>/artifact")
 def job_artifact(jobId: str) -> Response:  # noqa: N803 - the route's parameter name
-    origin = base_url(app, get_settings().public_url)
-    return json_response(200, service.job_artifact(check_id(jobId), origin))
+    services = wiring.services()
+    settings = services.settings
+    artifact = service.job_artifact(services.queue, services.store, check_id(jobId),
+                                    origin=base_url(app, settings.public_url), ttl_seconds=settings.url_ttl_seconds)
+    return json_response(200, artifact)
 
 
 handler = lambda_entry(app, "job_artifact")

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from aws_lambda_powertools.event_handler import Response
 
-from shared import service
+from shared import service, wiring
 from shared.api import json_response, lambda_entry, make_resolver
-from shared.settings import get_settings
 
-get_settings()  # a bad configuration fails the cold start with one clear message
+wiring.services()  # a bad configuration fails the cold start with one clear message
 
 app = make_resolver()
 
 
 @app.get("/api/preview/queue/metrics")
 def queue_metrics() -> Response:
-    return json_response(200, service.queue_metrics())
+    return json_response(200, service.queue_metrics(wiring.services().queue))
 
 
 handler = lambda_entry(app, "queue_metrics")

@@ -1,5 +1,46 @@
-"""`python -m functions.render_worker`: the long-running worker process."""
+"""`python -m functions.render_worker`: the long-running worker process.
 
-from shared.worker import main
+PREVIEW_WORKER_CONCURRENCY jobs at a time, `/metrics` for Prometheus on
+PREVIEW_METRICS_HOST:PREVIEW_METRICS_PORT, and on SIGTERM/SIGINT the active jobs finish (or
+are handed back after PREVIEW_SHUTDOWN_GRACE_SECONDS) before the process exits."""
 
-raise SystemExit(main())
+from __future__ import annotations
+
+import signal
+import sys
+
+from shared import wiring
+from shared.errors import ConfigError
+from shared.observability import logger
+
+
+def main() -> int:
+    try:
+        services = wiring.services()
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    settings = services.settings
+    worker = services.worker
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        from shared.prometheus_metrics import REGISTRY
+
+        start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=REGISTRY)
+
+    def on_signal(signum: int, frame: object) -> None:
+        logger.info("stop requested", extra={"signal": signal.Signals(signum).name})
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        worker.run_forever()
+    finally:
+        wiring.reset()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

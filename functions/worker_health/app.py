@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from aws_lambda_powertools.event_handler import Response
 
-from shared import service
+from shared import service, wiring
 from shared.api import json_response, lambda_entry, make_resolver
-from shared.settings import get_settings
 
-get_settings()  # a bad configuration fails the cold start with one clear message
+wiring.services()  # a bad configuration fails the cold start with one clear message
 
 app = make_resolver()
 
 
 @app.get("/api/preview/worker/health")
 def worker_health() -> Response:
-    report = service.health()
+    services = wiring.services()
+    report = service.health(services.queue, services.settings)
     return json_response(service.health_status_code(report), report.model_dump(mode="json", exclude_none=True))
 
 

@@ -1,8 +1,9 @@
 """Fetch asset bytes from the three allowed sources and decode images safely.
 
 Sources: `data:` URIs, `s3://bucket/key` in an allowed bucket, and relative paths inside the
-asset folder. Every refusal is an `InvalidAsset` naming the asset id; only S3 trouble that
-another attempt could fix is a `TransientRenderError`.
+asset folder, as `shared.contract.asset_source` reads the URI. Every refusal is an
+`InvalidAsset` naming the asset id; only S3 trouble that another attempt could fix is a
+`TransientRenderError`.
 """
 
 from __future__ import annotations
@@ -12,18 +13,17 @@ import binascii
 import io
 import math
 import os
-import re
 import stat
 import threading
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from shared import aws
+from shared.contract import Asset, AssetSource, asset_source
 from shared.errors import InvalidAsset, TransientRenderError
-from shared.render import s3
-from shared.render.plan import AssetRef
 from shared.settings import Settings
 
 MAX_ASSET_BYTES = 50 * 1024 * 1024
@@ -32,8 +32,6 @@ MAX_ASSET_BYTES = 50 * 1024 * 1024
 MAX_IMAGE_PIXELS = 40_000_000
 # Decoders Pillow may use: common web formats only, to keep the parsing surface small.
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP")
-
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
 class AssetLoader:
@@ -44,19 +42,14 @@ class AssetLoader:
         self._s3_client = s3_client
         self._client_lock = threading.Lock()  # assets load in parallel threads
 
-    def fetch(self, asset: AssetRef) -> bytes:
-        uri = asset.uri
-        if uri.startswith("data:"):
+    def fetch(self, asset: Asset) -> bytes:
+        source = asset_source(asset.id, asset.uri, self.settings)
+        if source.kind == "data":
             data = _decode_data_uri(asset)
-        elif uri.startswith("s3://"):
-            data = self._fetch_s3(asset)
-        elif _SCHEME.match(uri) or uri.startswith(("/", "\\")):
-            scheme = uri.split(":", 1)[0] if _SCHEME.match(uri) else "absolute path"
-            raise InvalidAsset(
-                f"asset {asset.id!r}: {scheme!r} is not allowed; use a data: URI, s3://bucket/key "
-                "or a relative path inside the asset folder")
+        elif source.kind == "s3":
+            data = self._fetch_s3(asset, source)
         else:
-            data = self._read_local(asset)
+            data = self._read_local(asset, source)
         if len(data) > MAX_ASSET_BYTES:
             raise InvalidAsset(f"asset {asset.id!r} is larger than {MAX_ASSET_BYTES // (1024 * 1024)} MB")
         if not data:
@@ -66,15 +59,11 @@ class AssetLoader:
     def _client(self) -> Any:
         with self._client_lock:
             if self._s3_client is None:
-                self._s3_client = s3.make_s3_client()
+                self._s3_client = aws.make_s3_client()
             return self._s3_client
 
-    def _fetch_s3(self, asset: AssetRef) -> bytes:
-        bucket, key = s3.split_s3_uri(asset.uri)
-        if not bucket or not key:
-            raise InvalidAsset(f"asset {asset.id!r}: {asset.uri!r} is not of the form s3://bucket/key")
-        if bucket not in self.settings.allowed_asset_buckets:
-            raise InvalidAsset(f"asset {asset.id!r}: bucket {bucket!r} is not an allowed asset bucket")
+    def _fetch_s3(self, asset: Asset, source: AssetSource) -> bytes:
+        bucket, key = source.bucket, source.key
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -88,8 +77,8 @@ class AssetLoader:
             finally:
                 body.close()
         except (BotoCoreError, ClientError, OSError) as exc:
-            kind = s3.classify(exc)
-            detail = s3.describe(exc)
+            kind = aws.classify(exc)
+            detail = aws.describe(exc)
             if kind == "transient":
                 raise TransientRenderError(
                     f"asset {asset.id!r}: S3 temporarily unavailable ({detail})") from exc
@@ -100,15 +89,12 @@ class AssetLoader:
             raise InvalidAsset(f"asset {asset.id!r}: cannot read s3://{bucket}/{key} ({detail})") from exc
         return data
 
-    def _read_local(self, asset: AssetRef) -> bytes:
+    def _read_local(self, asset: Asset, source: AssetSource) -> bytes:
         root = self.settings.assets_root
-        parts = PurePosixPath(asset.uri).parts
-        if not parts or ".." in parts:
-            raise InvalidAsset(f"asset {asset.id!r}: path {asset.uri!r} must stay inside the asset folder")
         try:
             # strict resolution follows every symlink, so the containment check below sees the
             # real location, not the name the payload used
-            resolved = root.joinpath(*parts).resolve(strict=True)
+            resolved = root.joinpath(*source.parts).resolve(strict=True)
         except FileNotFoundError:
             raise InvalidAsset(f"asset {asset.id!r}: file {asset.uri!r} not found in the asset folder") from None
         except (OSError, RuntimeError) as exc:
@@ -118,7 +104,7 @@ class AssetLoader:
         return _read_regular_file(resolved, asset)
 
 
-def _read_regular_file(path: Path, asset: AssetRef) -> bytes:
+def _read_regular_file(path: Path, asset: Asset) -> bytes:
     # O_NOFOLLOW: if the final component was swapped for a symlink after resolving, refuse it;
     # O_NONBLOCK: a FIFO planted in the folder must not hang the worker on open()
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
@@ -140,7 +126,7 @@ def _read_regular_file(path: Path, asset: AssetRef) -> bytes:
             os.close(fd)
 
 
-def _decode_data_uri(asset: AssetRef) -> bytes:
+def _decode_data_uri(asset: Asset) -> bytes:
     header, sep, payload = asset.uri[len("data:"):].partition(",")
     if not sep:
         raise InvalidAsset(f"asset {asset.id!r}: data: URI has no ',' before its data")

@@ -1,18 +1,14 @@
-"""The non-video files of a preview: captions.vtt, preview.json, container.json."""
+"""The text files of a preview: the captions (WebVTT) and the JSON writers. File names and
+the manifest are `shared.artifacts.layout`'s."""
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
-from shared.artifacts import MANIFEST, build_manifest, describe_files, manifest_bytes
+from shared.artifacts import layout
 from shared.render.plan import RenderPlan
-
-POSTER = "poster.png"
-CAPTIONS = "captions.vtt"
-SUMMARY = "preview.json"
 
 
 def vtt_time(ms: int) -> str:
@@ -48,18 +44,9 @@ def write_json(path: Path, document: Any) -> None:
     write_text(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
 
 
-def write_container(out_dir: Path, plan: RenderPlan, names: list[str]) -> dict[str, Any]:
-    manifest = build_manifest(plan.project_id, plan.job_id, describe_files(out_dir, names))
-    (out_dir / MANIFEST).write_bytes(manifest_bytes(manifest))
-    return manifest
-
-
-_OUTPUT_NAMES = re.compile(r"^(preview\.(mp4|webm|gif|json)|poster\.png|captions\.vtt|container\.json)$")
-
-
 def remove_stale_outputs(out_dir: Path) -> None:
     """Drop files an earlier attempt left in the same folder, so they cannot be mistaken for
     (or listed with) this render's output."""
     for path in out_dir.iterdir():
-        if path.is_file() and (_OUTPUT_NAMES.match(path.name) or path.name.endswith(".part")):
+        if path.is_file() and (layout.is_output(path.name) or path.name.endswith(".part")):
             path.unlink()

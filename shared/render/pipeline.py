@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +13,8 @@ from typing import Any
 
 from PIL import Image
 
+from shared.artifacts import layout
+from shared.contract import JobRequest
 from shared.render import outputs
 from shared.render.assets import AssetLoader, decode_image
 from shared.render.audio import AudioMix, PcmSource
@@ -216,7 +218,7 @@ def _encode(plan: RenderPlan, out_dir: Path, images: _Images, audio: dict[str, b
             frame = compose(plan.width, plan.height, image, step.title, step.text,
                             plan.include_captions, title_card=plan.title_card)
             if step.index == 0:
-                poster = helpers.submit(frame.save, out_dir / outputs.POSTER, format="PNG")
+                poster = helpers.submit(frame.save, out_dir / layout.POSTER, format="PNG")
             encoder.add_step(frame, step.start_frame, step.end_frame, is_last=step.index == last)
             report.span(15, 95, step.index + 1, len(plan.steps))
         encoder.finish()
@@ -240,9 +242,9 @@ def _encode(plan: RenderPlan, out_dir: Path, images: _Images, audio: dict[str, b
     os.replace(partial, final)
 
 
-def render_preview(payload: Mapping[str, Any], out_dir: Path, settings: Settings,
+def render_preview(request: JobRequest, out_dir: Path, settings: Settings,
                    progress: ProgressCallback | None = None) -> RenderResult:
-    """Render the preview described by `payload` (already schema-valid) into `out_dir`.
+    """Render the preview `request` describes into `out_dir`.
 
     Writes preview.<format>, poster.png, captions.vtt, preview.json and container.json; a dry
     run writes only the two JSON files after checking every referenced asset decodes.
@@ -250,7 +252,7 @@ def render_preview(payload: Mapping[str, Any], out_dir: Path, settings: Settings
     """
     report = _Progress(progress)
     report(0)
-    plan = plan_preview(payload, settings)
+    plan = plan_preview(request)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     outputs.remove_stale_outputs(out_dir)
@@ -264,17 +266,17 @@ def render_preview(payload: Mapping[str, Any], out_dir: Path, settings: Settings
     if plan.dry_run:
         image_ids = plan.image_asset_ids()
         images.preload(image_ids, lambda done: report.span(2, 90, done, len(image_ids)))
-        names = [outputs.SUMMARY]
+        names = [layout.SUMMARY]
     else:  # images are checked inside, while the audio already encodes
         _encode(plan, out_dir, images, audio, report)
-        outputs.write_text(out_dir / outputs.CAPTIONS, outputs.captions_vtt(plan))
-        names = [plan.spec.filename, outputs.POSTER, outputs.CAPTIONS, outputs.SUMMARY]
-    outputs.write_json(out_dir / outputs.SUMMARY, summary)
-    manifest = outputs.write_container(out_dir, plan, names)
+        outputs.write_text(out_dir / layout.CAPTIONS, outputs.captions_vtt(plan))
+        names = [plan.spec.filename, layout.POSTER, layout.CAPTIONS, layout.SUMMARY]
+    outputs.write_json(out_dir / layout.SUMMARY, summary)
+    manifest = layout.write_manifest(out_dir, plan.project_id, plan.job_id, names)
     report(100)
     return RenderResult(
         out_dir=out_dir,
-        files=sorted([*names, outputs.MANIFEST]),
+        files=sorted([*names, layout.MANIFEST]),
         format=plan.format,
         duration=plan.duration,
         width=plan.width,

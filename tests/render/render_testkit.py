@@ -14,6 +14,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from shared.contract import JobRequest
+from shared.settings import Settings
+
 
 def png_bytes(color: tuple[int, int, int], size: tuple[int, int] = (160, 120)) -> bytes:
     buffer = io.BytesIO()
@@ -65,6 +68,13 @@ def make_job(steps: list[dict[str, Any]], assets: list[dict[str, Any]] | None = 
             **request,
         },
     }
+
+
+def request(job: dict[str, Any], settings: Settings) -> JobRequest:
+    """The typed request of a job payload, as the worker makes it (some render tests go past
+    what admission takes, such as a long audio track as a data: URI)."""
+    del settings
+    return JobRequest.from_payload(job)
 
 
 def colour_job(durations: list[float], fmt: str = "mp4", audio_seconds: float | None = None,

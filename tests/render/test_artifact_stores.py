@@ -17,8 +17,10 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from moto import mock_aws
 
-from shared import artifacts as shared_artifacts
-from shared.artifacts import LocalStore, S3Store, build_manifest, describe_files, get_store, manifest_bytes
+from shared.artifacts import build_store, files
+from shared.artifacts.layout import build_manifest, describe_files, manifest_bytes
+from shared.artifacts.local import LocalStore
+from shared.artifacts.s3 import S3Store
 from shared.errors import ConfigError, RenderError, StoreUnavailable, TransientRenderError
 from shared.settings import Settings
 
@@ -71,7 +73,7 @@ def test_local_publish_builds_manifest_when_missing(tmp_path: Path) -> None:
 def test_local_republish_replaces_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                           atomic_exchange: bool) -> None:
     if not atomic_exchange:  # platforms without renameat2: rename aside, rename in
-        monkeypatch.setattr(shared_artifacts, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(files, "exchange", lambda a, b: False)
     store = LocalStore(tmp_path / "data", "s3cret")
     store.publish("proj-1", "job-1", make_render_dir(tmp_path / "a", "first"))
     second = make_render_dir(tmp_path / "b", "second")
@@ -151,7 +153,7 @@ def test_reader_never_sees_a_partial_set(tmp_path: Path) -> None:
     assert consistent_reads > 0
     (tmp_path / "probe-a").mkdir()
     (tmp_path / "probe-b").mkdir()
-    if shared_artifacts._exchange(tmp_path / "probe-a", tmp_path / "probe-b"):
+    if files.exchange(tmp_path / "probe-a", tmp_path / "probe-b"):
         assert absent == 0  # atomic exchange supported here: the folder never went missing
 
 
@@ -216,7 +218,7 @@ def test_signed_url_refusals(tmp_path: Path) -> None:
                  "/artifacts/previews/%2e%2e/job-1/x", "/artifacts/../previews/proj-1/job-1/preview.mp4",
                  "/artifacts/previews/proj-1/job-1/preview.mp4/extra", "/artifacts/other/proj-1/job-1/a"):
         relative = evil.removeprefix("/artifacts/")
-        forged = store._signature(relative, int(expires))
+        forged = store.signer._signature(relative, int(expires))
         assert store.verify(evil, expires, forged) is None, evil
     assert not secret_file.exists()
 
@@ -241,7 +243,7 @@ def test_generated_secret_is_private_and_shared(tmp_path: Path) -> None:
     results: list[bytes] = []
 
     def create() -> None:
-        results.append(LocalStore(data)._secret_bytes())
+        results.append(LocalStore(data).signer._key())
 
     threads = [threading.Thread(target=create) for _ in range(8)]
     for t in threads:
@@ -255,7 +257,7 @@ def test_generated_secret_is_private_and_shared(tmp_path: Path) -> None:
 
     first, _ = LocalStore(data).signed_url("p", "j", "a.png", 60, None)
     assert LocalStore(data).verify(*url_parts(first)) is None  # no such file, but...
-    assert LocalStore(data)._signature("previews/p/j/a.png", 1) == LocalStore(data)._signature(
+    assert LocalStore(data).signer._signature("previews/p/j/a.png", 1) == LocalStore(data).signer._signature(
         "previews/p/j/a.png", 1)  # ...every instance signs alike
 
 
@@ -328,18 +330,18 @@ def test_publish_prunes_at_most_hourly_and_zero_keeps_everything(tmp_path: Path)
 
 
 def test_retention_comes_from_settings(tmp_path: Path) -> None:
-    store = get_store(Settings.from_env({"DATA_DIR": str(tmp_path), "PREVIEW_ARTIFACT_RETENTION_DAYS": "3"}))
+    store = build_store(Settings.from_env({"DATA_DIR": str(tmp_path), "PREVIEW_ARTIFACT_RETENTION_DAYS": "3"}))
     assert isinstance(store, LocalStore) and store.retention_seconds == 3 * DAY
-    default = get_store(Settings.from_env({"DATA_DIR": str(tmp_path)}))
+    default = build_store(Settings.from_env({"DATA_DIR": str(tmp_path)}))
     assert isinstance(default, LocalStore) and default.retention_seconds == 7 * DAY
     with pytest.raises(ConfigError, match="PREVIEW_ARTIFACT_RETENTION_DAYS"):
         Settings.from_env({"PREVIEW_ARTIFACT_RETENTION_DAYS": "-1"})
 
 
 def test_get_store_selection(tmp_path: Path) -> None:
-    local = get_store(Settings.from_env({"DATA_DIR": str(tmp_path)}))
+    local = build_store(Settings.from_env({"DATA_DIR": str(tmp_path)}))
     assert isinstance(local, LocalStore) and local.root == tmp_path / "previews"
-    remote = get_store(Settings.from_env({"DATA_DIR": str(tmp_path), "ARTIFACT_BUCKET": "previews-bucket"}))
+    remote = build_store(Settings.from_env({"DATA_DIR": str(tmp_path), "ARTIFACT_BUCKET": "previews-bucket"}))
     assert isinstance(remote, S3Store) and remote.bucket == "previews-bucket"
 
 
@@ -405,7 +407,7 @@ def test_s3_delete(s3_client: Any, tmp_path: Path) -> None:
 def test_s3_client_created_lazily_under_moto(aws_env: None, tmp_path: Path) -> None:
     with mock_aws():
         boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="previews-bucket")
-        store = get_store(Settings.from_env({"DATA_DIR": str(tmp_path), "ARTIFACT_BUCKET": "previews-bucket"}))
+        store = build_store(Settings.from_env({"DATA_DIR": str(tmp_path), "ARTIFACT_BUCKET": "previews-bucket"}))
         manifest = store.publish("proj-1", "job-1", make_render_dir(tmp_path / "render", "first"))
         assert store.read_manifest("proj-1", "job-1") == manifest
 

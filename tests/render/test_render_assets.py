@@ -15,19 +15,20 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 from moto import mock_aws
 from PIL import Image
-from render_testkit import make_job, png_bytes, png_uri, wav_bytes
+from render_testkit import make_job, png_bytes, png_uri, request, wav_bytes
 
+from shared import aws as s3
+from shared.contract import Asset
 from shared.errors import InvalidAsset, TransientRenderError
 from shared.render import assets as assets_module
-from shared.render import render_preview, s3
+from shared.render import render_preview
 from shared.render.assets import AssetLoader, decode_image
 from shared.render.audio import PcmSource
-from shared.render.plan import AssetRef
 from shared.settings import Settings
 
 
-def image_ref(uri: str, asset_id: str = "pic") -> AssetRef:
-    return AssetRef(asset_id, "image", uri)
+def image_ref(uri: str, asset_id: str = "pic") -> Asset:
+    return Asset(asset_id, "image", uri)
 
 
 def test_data_uri_base64_and_percent_encoded(settings: Settings) -> None:
@@ -191,7 +192,7 @@ def test_s3_asset_via_moto(settings: Settings, aws_env: None, tmp_path: Path) ->
         # and end to end through a dry run
         job = make_job([{"asset": "pic"}], [{"id": "pic", "type": "image", "uri": "s3://asset-bucket/shots/red.png"}],
                        dry_run=True)
-        result = render_preview(job, tmp_path / "out", settings)
+        result = render_preview(request(job, settings), tmp_path / "out", settings)
         assert result.files == ["container.json", "preview.json"]
 
 
@@ -223,7 +224,7 @@ def test_s3_transient_errors(settings: Settings, tmp_path: Path, monkeypatch: py
     monkeypatch.setattr(s3, "make_s3_client", lambda: failing)
     job = make_job([{"asset": "pic"}], [{"id": "pic", "type": "image", "uri": "s3://asset-bucket/a.png"}])
     with pytest.raises(TransientRenderError, match="'pic'") as caught:
-        render_preview(job, tmp_path / "out", settings)
+        render_preview(request(job, settings), tmp_path / "out", settings)
     assert caught.value.retryable and failing.calls == 1
 
 

@@ -19,6 +19,7 @@ from render_testkit import (
     make_job,
     parse_vtt,
     png_uri,
+    request,
     wav_uri,
 )
 
@@ -33,7 +34,7 @@ TOLERANCE = 14  # 8-bit levels; lossy 4:2:0 coding of flat colour stays well wit
 
 def render(job: dict, out: Path, settings: Settings) -> tuple[RenderResult, list[int]]:
     seen: list[int] = []
-    return render_preview(job, out, settings, seen.append), seen
+    return render_preview(request(job, settings), out, settings, seen.append), seen
 
 
 @pytest.mark.parametrize(("fmt", "with_audio"), [("mp4", True), ("webm", True), ("gif", False), ("mp4", False)])
@@ -147,7 +148,7 @@ def test_dry_run_still_checks_assets(settings: Settings, tmp_path: Path) -> None
     job["dryRun"] = True
     job["previewRequest"]["assets"][0]["uri"] = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAA"
     with pytest.raises(InvalidAsset, match="img-0"):
-        render_preview(job, tmp_path / "out", settings)
+        render_preview(request(job, settings), tmp_path / "out", settings)
     assert not (tmp_path / "out" / "preview.json").exists()
 
 
@@ -202,7 +203,7 @@ def test_progress_exception_stops_render(settings: Settings, tmp_path: Path) -> 
 
     out = tmp_path / "out"
     with pytest.raises(LeaseGone):
-        render_preview(colour_job([0.5] * 6, "mp4"), out, settings, progress)
+        render_preview(request(colour_job([0.5] * 6, "mp4"), settings), out, settings, progress)
     assert not [p.name for p in out.iterdir() if p.name.startswith(("preview.", ".preview"))]
 
 
@@ -248,7 +249,7 @@ def test_render_leaves_the_gil_to_other_threads(settings: Settings, tmp_path: Pa
     thread = threading.Thread(target=heartbeat)
     thread.start()
     try:
-        render_preview(colour_job([1.0, 1.0], "webm", audio_seconds=2.0, resolution="1280x720"),
+        render_preview(request(colour_job([1.0, 1.0], "webm", audio_seconds=2.0, resolution="1280x720"), settings),
                        tmp_path / "out", settings)
     finally:
         stop.set()
@@ -277,7 +278,7 @@ def test_bad_image_found_while_audio_encodes(settings: Settings, tmp_path: Path)
     job["previewRequest"]["assets"][2]["uri"] = "missing.png"
     out = tmp_path / "out"
     with pytest.raises(InvalidAsset, match="'img-2'.*not found"):
-        render_preview(job, out, settings)
+        render_preview(request(job, settings), out, settings)
     assert list(out.iterdir()) == []
     assert not [t.name for t in threading.enumerate() if t.name.startswith("render-")]
 
@@ -309,7 +310,7 @@ def test_waiting_for_audio_consults_the_callback(settings: Settings, tmp_path: P
         raise Stop()
 
     monkeypatch.setattr(encode, "AUDIO_WAIT_SECONDS", 0.01)
-    plan = plan_preview(colour_job([1.0], "mp4", audio_seconds=1.0), settings)
+    plan = plan_preview(request(colour_job([1.0], "mp4", audio_seconds=1.0), settings))
     encoder = encode.PreviewEncoder(tmp_path / "x.mp4", plan, with_audio=True, waiting=waiting)
     from PIL import Image
 

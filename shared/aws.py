@@ -1,7 +1,8 @@
-"""S3 client construction and error classification shared by asset loading and artifact stores.
+"""AWS clients (S3 for assets and artifacts, Lambda for the worker kick) and the one
+classification of their errors.
 
 boto3/botocore are imported inside functions: importing them costs ~100 ms, which code paths
-that never touch S3 should not pay.
+that never call AWS should not pay.
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ def make_s3_client() -> Any:
 
     config = Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"})
     return boto3.client("s3", config=config)
+
+
+def make_lambda_client() -> Any:
+    """For the enqueue kick: it is best effort, so one quick attempt only."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("lambda", config=Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1}))
 
 
 def classify(exc: BaseException) -> ErrorKind:
@@ -59,8 +68,3 @@ def describe(exc: BaseException) -> str:
         error = exc.response.get("Error", {})
         return f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
     return f"{type(exc).__name__}: {exc}"
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return bucket, key

@@ -1,0 +1,124 @@
+"""One claimed job, from lease to outcome: check what configuration may have changed,
+render into scratch space, publish the artifacts, then complete the job, or record a failure
+(retried or not), or give the job back at shutdown."""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from shared import contract
+from shared.contract import JobRequest
+from shared.errors import InvalidPayload, LeaseLost, PermanentRenderError, RenderError, StoreUnavailable
+from shared.models import JobOutcome
+from shared.observability import logger, record_failure, record_job
+from shared.queue import ClaimedJob, JobQueue
+from shared.settings import Settings
+from shared.worker.lease import Lease, LeaseRenewer, Stopping
+from shared.worker.scratch import Scratch
+
+RenderFn = Callable[[JobRequest, Path, Settings, Callable[[int], None] | None], Any]
+
+
+class Publisher(Protocol):
+    def publish(self, project_id: str, job_id: str, src_dir: Path) -> dict[str, Any]: ...
+
+
+class JobRunner:
+    def __init__(self, settings: Settings, queue: JobQueue, store: Publisher, renewer: LeaseRenewer,
+                 scratch: Scratch, abort: threading.Event, render: RenderFn | None = None) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.store = store
+        self.renewer = renewer
+        self.scratch = scratch
+        self.abort = abort
+        self._render = render
+
+    @property
+    def render(self) -> RenderFn:
+        if self._render is None:
+            # Loaded with the first job: PyAV, Pillow and numpy cost a second at start-up.
+            from shared.render import render_preview
+
+            self._render = render_preview
+        return self._render
+
+    def process(self, job: ClaimedJob) -> JobOutcome:
+        """Run one claimed job to its outcome; the metric counts it, the log says it."""
+        started = time.monotonic()
+        log = {"jobId": job.id, "projectId": job.project_id, "attempt": job.attempts_made + 1}
+        logger.debug("job started", extra=log)
+        lease = self.renewer.add(job, self.abort)
+        try:
+            with self.scratch.for_job(job.id) as workdir:
+                outcome = self._run(job, workdir, lease)
+        finally:
+            # Whatever happened, this worker stops renewing: a job it could not finish must
+            # become recoverable when its lease runs out.
+            lease.stop()
+        seconds = time.monotonic() - started
+        if outcome.counted:
+            record_job(outcome, seconds)
+        logger.info("job finished", extra={**log, "outcome": outcome, "seconds": round(seconds, 3)})
+        return outcome
+
+    def _run(self, job: ClaimedJob, workdir: Path, lease: Lease) -> JobOutcome:
+        try:
+            # The contract was enforced at admission; what can change since is this service's
+            # configuration (allowed buckets), so only those rules are checked again.
+            problems = contract.config_errors(job.payload, self.settings)
+            if problems:
+                raise InvalidPayload("the job payload is no longer acceptable", problems)
+            request = JobRequest.from_payload(job.payload)
+            self.render(request, workdir, self.settings, lease.progress)
+            lease.check()
+            self.store.publish(job.project_id, job.id, workdir)
+            lease.stop()
+            self.queue.complete(job, {"dryRun": request.dry_run})
+            return JobOutcome.DRYRUN if request.dry_run else JobOutcome.COMPLETED
+        except LeaseLost:
+            logger.warning("lease lost; another worker owns the job now", extra={"jobId": job.id})
+            return JobOutcome.LOST
+        except Stopping:
+            lease.stop()
+            return JobOutcome.RELEASED if self.queue.release(job) else JobOutcome.LOST
+        except (InvalidPayload, PermanentRenderError) as exc:
+            return self._fail(job, lease, _reason(exc), "", retryable=False)
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            retryable = exc.retryable if isinstance(exc, RenderError) else True
+            if not isinstance(exc, RenderError):
+                record_failure("render")
+                logger.exception("render failed unexpectedly", extra={"jobId": job.id})
+            return self._fail(job, lease, _reason(exc), traceback.format_exc(), retryable=retryable)
+
+    def fail_now(self, job: ClaimedJob, reason: str) -> JobOutcome:
+        """Fail a claimed job at once, without running it (no retry can help)."""
+        outcome = self._fail(job, self.renewer.add(job, self.abort), reason, "", retryable=False)
+        record_job(outcome)
+        return outcome
+
+    def _fail(self, job: ClaimedJob, lease: Lease, reason: str, stack: str, *, retryable: bool) -> JobOutcome:
+        lease.stop()
+        try:
+            state = self.queue.fail(job, reason, stack, retryable=retryable)
+        except LeaseLost:
+            return JobOutcome.LOST
+        logger.warning("job attempt failed", extra={"jobId": job.id, "reason": reason, "state": state})
+        if not retryable:
+            return JobOutcome.INVALID
+        return JobOutcome.RETRIED if state == "delayed" else JobOutcome.FAILED
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, InvalidPayload):
+        details = "; ".join(f"{e['path']}: {e['message']}" for e in exc.errors[:5])
+        return f"invalid payload: {details}"
+    message = getattr(exc, "message", None) or str(exc) or exc.__class__.__name__
+    return message if isinstance(exc, RenderError) else f"{exc.__class__.__name__}: {message}"
