@@ -1,4 +1,13 @@
-"""Shared fixtures: a private Redis per test session (emptied per test), no services carried over between tests."""
+"""Shared fixtures: a private Redis per test session (emptied per test), no services carried
+over between tests, and each test sorted by what it costs.
+
+Markers (`make test-fast` runs `-m unit`):
+    unit     no socket and no child process: enforced, a connect or a spawn fails the test
+    redis    talks to a private Redis server (any test using its fixtures)
+    process  starts processes: the emulator, a worker, a CLI, a Python interpreter
+    slow     takes seconds on purpose: renders real video, kills processes, waits on leases
+A test that is neither redis nor process is unit. A module marks itself process or slow.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +33,47 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ["REDIS_URL"] = "redis://127.0.0.1:1/0"
 os.environ.pop("AWS_LAMBDA_FUNCTION_NAME", None)
 os.environ["POWERTOOLS_SERVICE_NAME"] = "preview-service"
+
+
+# Fixtures that bring a Redis server (tests/emulator adds its own).
+REDIS_FIXTURES = {"redis_server", "redis_url", "rdb", "private_redis"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & REDIS_FIXTURES and not item.get_closest_marker("redis"):
+            item.add_marker(pytest.mark.redis)
+        if not (item.get_closest_marker("redis") or item.get_closest_marker("process")):
+            item.add_marker(pytest.mark.unit)
+
+
+class SocketBlocked(RuntimeError):
+    pass
+
+
+def _block_sockets_and_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+    import subprocess
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise SocketBlocked("unit tests must not open sockets (mark the test redis or process)")
+
+    def no_spawn(*args: Any, **kwargs: Any) -> None:
+        raise SocketBlocked("unit tests must not start processes (mark the test process)")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket.socket, "bind", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(subprocess.Popen, "__init__", no_spawn)
+
+
+@pytest.fixture(autouse=True)
+def _unit_isolation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit test proves it needs no network and no other process."""
+    if request.node.get_closest_marker("unit"):
+        _block_sockets_and_processes(monkeypatch)
 
 
 @pytest.fixture(scope="session")
@@ -84,18 +134,7 @@ def lambda_context() -> LambdaContext:
     return LambdaContext()
 
 
-class SocketBlocked(RuntimeError):
-    pass
-
-
 @pytest.fixture
 def no_sockets(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Unit tests prove they need no network: any connect attempt fails loudly."""
-    import socket
-
-    def refuse(*args: Any, **kwargs: Any) -> None:
-        raise SocketBlocked("unit tests must not open sockets")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+    """For a test that must stay socket-free whatever its marks."""
+    _block_sockets_and_processes(monkeypatch)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench import queue_bench
 from bench.queue_bench import Sizes
 
@@ -11,6 +13,7 @@ TINY = Sizes(admit_jobs=40, claim_jobs=40, worker_jobs=40, latency_samples=10, c
              rounds=1, latency_gap_s=0.001)
 
 
+@pytest.mark.slow
 def test_queue_bench_produces_numbers(redis_url: str, tmp_path: Path) -> None:
     rows = queue_bench.run(redis_url, tmp_path, TINY, log=lambda _line: None)
 

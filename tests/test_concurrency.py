@@ -8,6 +8,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 import redis
 
 from shared.errors import QueueFull
@@ -63,6 +64,8 @@ def _enqueue_through_handler(args: tuple[int, str, Any]) -> int:
     return int(handler(event, LambdaContext())["statusCode"])
 
 
+@pytest.mark.process
+@pytest.mark.slow
 def test_processes_through_the_handler_admit_exactly_the_limit(redis_url: str) -> None:
     # Given 8 processes each sending 25 enqueues through the real handler
     ctx = multiprocessing.get_context("spawn")

@@ -80,8 +80,8 @@ def test_limits_are_the_schemas() -> None:
     schema = contract.load_schema()
     step = schema["definitions"]["step"]["properties"]["durationSec"]
     options = schema["definitions"]["options"]["properties"]
-    assert (
-        step["minimum"], step["maximum"], step["default"]) == (contract.MIN_STEP_SECONDS, contract.MAX_STEP_SECONDS, contract.DEFAULT_STEP_SECONDS)
+    seconds = (contract.MIN_STEP_SECONDS, contract.MAX_STEP_SECONDS, contract.DEFAULT_STEP_SECONDS)
+    assert seconds == (step["minimum"], step["maximum"], step["default"])
     assert schema["properties"]["previewRequest"]["properties"]["steps"]["maxItems"] == contract.MAX_STEPS
     assert (contract.MIN_FPS, contract.MAX_FPS, contract.DEFAULT_FPS) == (1, 60, 30)
     assert contract.FORMATS == tuple(options["format"]["enum"]) == ("mp4", "webm", "gif")

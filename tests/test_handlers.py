@@ -125,6 +125,7 @@ ALL_ENDPOINTS = [("enqueue_job", "success"), ("job_status", "success"), ("job_ar
                  ("queue_metrics", "success"), ("worker_health", "healthy")]
 
 
+@pytest.mark.redis
 @pytest.mark.parametrize(("function", "case"), ALL_ENDPOINTS)
 def test_redis_down_is_a_fast_503(function: str, case: str, monkeypatch: pytest.MonkeyPatch) -> None:
     use_redis(monkeypatch, f"redis://127.0.0.1:{free_port()}/0")
@@ -166,6 +167,8 @@ def hung_redis() -> Iterator[str]:
     listener.close()
 
 
+@pytest.mark.slow
+@pytest.mark.redis
 @pytest.mark.parametrize(("function", "case"), ALL_ENDPOINTS)
 def test_hung_redis_is_a_503_within_2_seconds(function: str, case: str, hung_redis: str,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
@@ -176,6 +179,7 @@ def test_hung_redis_is_a_503_within_2_seconds(function: str, case: str, hung_red
     assert response["statusCode"] == 503
 
 
+@pytest.mark.redis
 def test_service_recovers_when_redis_returns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Given a service whose Redis goes away and comes back on the same address
     server = RedisServer(tmp_path / "redis").start()
@@ -193,6 +197,7 @@ def test_service_recovers_when_redis_returns(tmp_path: Path, monkeypatch: pytest
         server.stop()
 
 
+@pytest.mark.redis
 def test_password_never_appears_in_responses_or_logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     secret = "s3cr3t-Pa55word"
@@ -220,6 +225,7 @@ def test_password_never_appears_in_responses_or_logs(tmp_path: Path, monkeypatch
 # -- configuration -----------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_bad_configuration_stops_start_up_naming_the_variable() -> None:
     env = {"PATH": "/usr/bin:/bin", "PREVIEW_QUEUE_MAX": "abc"}
     result = subprocess.run([sys.executable, "-m", "shared.settings"], cwd=ROOT, env=env,
@@ -235,6 +241,7 @@ def test_bad_configuration_stops_start_up_naming_the_variable() -> None:
     assert "ConfigError: invalid configuration: PREVIEW_QUEUE_MAX='abc'" in result.stderr
 
 
+@pytest.mark.process
 def test_secret_values_are_not_echoed_in_config_errors() -> None:
     env = {"PATH": "/usr/bin:/bin", "REDIS_URL": "http://user:topsecret@host"}
     result = subprocess.run([sys.executable, "-m", "shared.settings"], cwd=ROOT, env=env,
@@ -242,6 +249,7 @@ def test_secret_values_are_not_echoed_in_config_errors() -> None:
     assert result.returncode == 2 and "REDIS_URL" in result.stderr and "topsecret" not in result.stderr
 
 
+@pytest.mark.process
 def test_bad_log_level_is_one_config_message_not_a_traceback() -> None:
     env = {"PATH": "/usr/bin:/bin", "LOG_LEVEL": "LOUD"}
     result = subprocess.run([sys.executable, "-m", "functions.render_worker"], cwd=ROOT, env=env,

@@ -104,6 +104,7 @@ def test_lambda_metrics_leave_as_emf_only(monkeypatch: pytest.MonkeyPatch, capsy
     assert "preview_requests_total" in capsys.readouterr().out
 
 
+@pytest.mark.process
 def test_a_lambda_cold_start_never_loads_the_prometheus_client() -> None:
     # In a fresh interpreter with the variables the Lambda runtime sets: import every handler
     # and handle one request each way a metric is recorded, then look at what got loaded.

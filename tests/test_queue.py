@@ -117,6 +117,7 @@ def test_backoff_grows_exponentially_with_jitter() -> None:
     assert len({backoff_delay_ms(1000, 1) for _ in range(20)}) > 1
 
 
+@pytest.mark.slow
 def test_expired_lease_returns_job_and_counts_attempt(redis_url: str) -> None:
     queue = make_queue(redis_url, PREVIEW_LEASE_MS="1000", PREVIEW_JOB_ATTEMPTS="2")
     queue.admit(job(1))
@@ -140,6 +141,7 @@ def test_expired_lease_returns_job_and_counts_attempt(redis_url: str) -> None:
     assert queue.status("job-1").state == "failed"  # type: ignore[union-attr]
 
 
+@pytest.mark.slow
 def test_heartbeat_keeps_a_long_job_alive(redis_url: str) -> None:
     queue = make_queue(redis_url, PREVIEW_LEASE_MS="1000")
     queue.admit(job(1))
@@ -199,6 +201,7 @@ def test_jobs_finishing_in_one_millisecond_keep_their_order(redis_url: str, rdb:
     assert [score for _, score in kept] == sorted({score for _, score in kept})  # strictly increasing
 
 
+@pytest.mark.slow
 def test_retention_by_age(redis_url: str) -> None:
     queue = make_queue(redis_url, PREVIEW_KEEP_COMPLETED_SECONDS="1")
     queue.admit(job(1))
@@ -210,6 +213,7 @@ def test_retention_by_age(redis_url: str) -> None:
     assert queue.counts().completed == 1
 
 
+@pytest.mark.slow
 def test_finished_jobs_age_out_while_nothing_else_finishes(redis_url: str) -> None:
     # The periodic recovery pass (health probe, long-running worker) applies retention too.
     queue = make_queue(redis_url, PREVIEW_KEEP_COMPLETED_SECONDS="1", PREVIEW_KEEP_FAILED_SECONDS="1")

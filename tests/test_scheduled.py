@@ -20,6 +20,7 @@ def test_fixture_gives_expected_summary(case: str, redis_url: str) -> None:
         assert result[key] == value, result
 
 
+@pytest.mark.slow
 def test_probe_recovers_expired_leases(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PREVIEW_LEASE_MS", "1000")
     wiring.reset()
@@ -34,6 +35,7 @@ def test_probe_recovers_expired_leases(redis_url: str, monkeypatch: pytest.Monke
     assert queue.status("preview-job-0001").state == "waiting"  # type: ignore[union-attr]
 
 
+@pytest.mark.redis
 def test_probe_reports_redis_down(monkeypatch: pytest.MonkeyPatch) -> None:
     result = invoke("health_probe", load_event("health_probe", "scheduled"))
     assert result["status"] == "unhealthy" and result["redis"]["status"] == "disconnected"

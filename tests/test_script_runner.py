@@ -117,6 +117,7 @@ def test_a_dropped_connection_is_retried_once(redis_url: str, rdb: redis.Redis, 
     assert queue.counts().waiting == 2
 
 
+@pytest.mark.redis
 def test_unreachable_redis_is_a_clear_503(make_queue: MakeQueue) -> None:
     # Nothing listens on port 1: the call fails at once, without the URL in the message.
     queue = make_queue("redis://:s3cret@127.0.0.1:1/0")

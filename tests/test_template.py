@@ -29,12 +29,14 @@ def functions(template: dict) -> dict[str, dict]:
     return {k: v for k, v in template["Resources"].items() if v["Type"] == "AWS::Serverless::Function"}
 
 
+@pytest.mark.slow
 def test_cfn_lint_is_clean() -> None:
     # Errors and warnings fail, as on the cfn-lint command line; informational hints do not.
     problems = [m for m in lint_all(TEMPLATE.read_text()) if m.rule.id[0] in "EW"]
     assert problems == []
 
 
+@pytest.mark.slow
 def test_the_deployed_form_is_clean_too(monkeypatch: pytest.MonkeyPatch) -> None:
     # What CloudFormation receives: the template after `sam package` (code in S3) and the SAM
     # transform. Linting only the SAM form misses what SAM copies through unchecked, such as

@@ -141,6 +141,7 @@ def test_payload_invalid_under_current_config_fails_at_once(redis_url: str, monk
     assert "not an allowed asset bucket" in (status.failedReason or "")
 
 
+@pytest.mark.slow
 def test_render_longer_than_the_lease_is_not_rerun(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = configure(monkeypatch, PREVIEW_LEASE_MS="1000")
     runs: list[str] = []
@@ -268,6 +269,7 @@ def test_shutdown_hands_back_a_job_after_the_grace_period(redis_url: str, monkey
     assert worker.outcomes["released"] == 1
 
 
+@pytest.mark.slow
 def test_long_running_worker_drains_the_queue_concurrently(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = configure(monkeypatch, PREVIEW_QUEUE_MAX="100")
     active = {"now": 0, "max": 0}

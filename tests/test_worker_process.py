@@ -21,7 +21,7 @@ from shared.queue import JobQueue
 from shared.settings import Settings
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.process, pytest.mark.slow]
 
 
 def png(colour: tuple[int, int, int]) -> str:

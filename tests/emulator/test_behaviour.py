@@ -18,6 +18,8 @@ import pytest
 
 from tests.emulator.conftest import Emulator, child_env, write_template
 
+pytestmark = pytest.mark.process
+
 TEMPLATE = """\
 Parameters:
   Greeting:

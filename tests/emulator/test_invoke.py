@@ -95,6 +95,8 @@ def test_unknown_function_is_a_startup_error(tmp_path: Path) -> None:
         call("nope", {}, tmp_path)
 
 
+@pytest.mark.slow
+@pytest.mark.process
 def test_cli_reads_stdin_prints_only_json_and_logs_to_stderr(tmp_path: Path) -> None:
     # No REDIS_URL: invoke starts the data folder's embedded Redis for the call
     body = load_event("enqueue_job", "minimal")
@@ -109,6 +111,8 @@ def test_cli_reads_stdin_prints_only_json_and_logs_to_stderr(tmp_path: Path) -> 
     assert json.loads(again.stdout)["statusCode"] == 200, again.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.process
 def test_cli_exits_1_with_lambda_error_when_the_handler_raises(tmp_path: Path) -> None:
     template = write_template(tmp_path, """\
 Resources:

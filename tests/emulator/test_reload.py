@@ -6,7 +6,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.emulator.conftest import Emulator, child_env, write_template
+
+pytestmark = [pytest.mark.process, pytest.mark.slow]
 
 TEMPLATE = """\
 Resources:

@@ -23,6 +23,8 @@ from shared.prometheus_metrics import PROMETHEUS_CONTENT_TYPE
 from tests.conftest import load_event
 from tests.emulator.conftest import Emulator, child_env
 
+pytestmark = pytest.mark.process
+
 KEY = "test-key-0123"
 AUTH = {"x-api-key": KEY}
 

@@ -9,6 +9,8 @@ import pytest
 
 from tests.emulator.conftest import child_env, run_local, write_template
 
+pytestmark = pytest.mark.process
+
 FUNCTION = """\
 Resources:
   HelloFunction:

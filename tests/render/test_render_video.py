@@ -283,6 +283,7 @@ def test_bad_image_found_while_audio_encodes(settings: Settings, tmp_path: Path)
     assert not [t.name for t in threading.enumerate() if t.name.startswith("render-")]
 
 
+@pytest.mark.slow
 def test_long_preview_with_audio_is_byte_identical(settings: Settings, tmp_path: Path) -> None:
     """Past the muxer's 10 s interleaving window, thread timing could reorder packets; the
     encoder muxes strictly by time so the bytes stay the same."""
