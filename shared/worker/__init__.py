@@ -1,7 +1,8 @@
 """The render worker: claim a job, keep its lease alive while rendering, publish the
 artifacts, then complete or fail it.
 
-    worker.py        Worker: the parts below, and its two run modes
+    worker.py        Worker: the core and its two run modes
+    core.py          the parts below, one job at a time, the worker's own maintenance
     job.py           one job from lease to outcome (the state machine)
     lease.py         leases and the one thread that renews them
     scratch.py       scratch folders for renders

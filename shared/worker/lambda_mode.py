@@ -4,15 +4,13 @@ invocation has time left for the next one, and never start a job it cannot finis
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from shared.contract import JobRequest
 from shared.errors import InvalidPayload
 from shared.models import JobOutcome
 from shared.observability import logger
-
-if TYPE_CHECKING:
-    from shared.worker.worker import Worker
+from shared.worker.core import WorkerCore
 
 # A dry run only plans and checks its assets.
 DRY_RUN_MS = 2000
@@ -31,7 +29,7 @@ def estimate_ms(payload: dict[str, Any], ms_per_video_second: int) -> int:
     return int(RENDER_START_MS + request.video_ms / 1000 * ms_per_video_second)
 
 
-def drain(worker: Worker, remaining_ms: Callable[[], float] | None, max_jobs: int | None,
+def drain(worker: WorkerCore, remaining_ms: Callable[[], float] | None, max_jobs: int | None,
           safety_ms: int) -> dict[str, Any]:
     """Until the queue is empty, `max_jobs` ran, or the time left could not fit the next job
     (that job goes back unharmed)."""

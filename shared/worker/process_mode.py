@@ -7,18 +7,15 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from typing import TYPE_CHECKING
 
 from shared.errors import StoreUnavailable
 from shared.observability import logger, record_failure
-
-if TYPE_CHECKING:
-    from shared.worker.worker import Worker
+from shared.worker.core import WorkerCore
 
 IDLE_WAIT_S = 1.0
 
 
-def run(worker: Worker, concurrency: int) -> None:
+def run(worker: WorkerCore, concurrency: int) -> None:
     """Until `worker.stop()`."""
     settings = worker.settings
     with contextlib.suppress(OSError):
@@ -48,7 +45,7 @@ def run(worker: Worker, concurrency: int) -> None:
     logger.info("worker stopped", extra={"workerId": worker.worker_id, "outcomes": dict(worker.outcomes)})
 
 
-def _job_loop(worker: Worker) -> None:
+def _job_loop(worker: WorkerCore) -> None:
     with worker.scratch.for_loop():
         while not worker.stop_event.is_set():
             try:
