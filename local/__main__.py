@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from local.errors import StartupError
-
-
-def setup_logging() -> None:
-    """The emulator's own lines on stderr; the functions' JSON logs keep stdout."""
-    logger = logging.getLogger("local")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("emulator %(levelname)s: %(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+from local.startup import ServeArgs, setup_logging
 
 
 def _overrides(values: Sequence[str] | None) -> dict[str, str]:
@@ -85,8 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     setup_logging()
     try:
+        # Each command imports only its own modules (invoke needs no web server).
         if args.command == "serve":
-            from local.serve import ServeArgs, run
+            from local.serve import run
 
             return run(ServeArgs(
                 template=args.template, host=args.host, port=args.port, env_vars=args.env_vars,

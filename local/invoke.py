@@ -28,7 +28,8 @@ from typing import Any, TextIO
 from local.environment import data_dir, function_environment, read_env_file
 from local.errors import StartupError
 from local.events import LambdaContext
-from local.serve import redis_for, region, shell_environment
+from local.runtime import load_handler
+from local.startup import redis_for, region, shell_environment
 from local.template import load_template
 
 log = logging.getLogger("local.invoke")
@@ -97,14 +98,13 @@ def run(args: InvokeArgs, stdout: TextIO | None = None, stdin: TextIO | None = N
         env["REDIS_URL"] = url
         log.info("invoking %s (Redis: %s)", spec.logical_id, description)
         with scoped_environment(env), contextlib.redirect_stdout(sys.stderr):
-            from local.runtime import load_handler
             from shared import wiring
             from shared.errors import ConfigError
 
             try:
                 # The function's services, with its async invokes (the enqueue kick) not run.
                 wiring.start(invoker=_skip_async_invoke)
-                handler = load_handler(spec)
+                handler = load_handler(spec, config_errors=(ConfigError,))
             except ConfigError as exc:
                 raise StartupError(str(exc)) from None
             outcome = _call_with_timeout(handler, event, LambdaContext(template, spec), spec.timeout)

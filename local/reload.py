@@ -26,6 +26,8 @@ from typing import Any
 import watchfiles
 
 from local.errors import StartupError
+from local.launch import serve_prepared
+from local.startup import ServeArgs, prepare, setup_logging, shell_environment
 
 log = logging.getLogger("local.reload")
 
@@ -61,12 +63,9 @@ class _CodeFilter(watchfiles.DefaultFilter):
         return path.endswith(WATCHED_SUFFIXES) and super().__call__(change, path)
 
 
-def _child(args: Any, extra_env: Mapping[str, str], redis_description: str, sock: socket.socket,
+def _child(args: ServeArgs, extra_env: Mapping[str, str], redis_description: str, sock: socket.socket,
            ready: Connection) -> None:
     """One server generation (runs in the forked child)."""
-    from local.__main__ import setup_logging
-    from local.serve import prepare, serve_prepared, shell_environment
-
     os.environ.update(extra_env)
     setup_logging()
     try:
@@ -83,9 +82,7 @@ class _Stop(Exception):
     pass
 
 
-def supervise(args: Any, sock: socket.socket, extra_env: Mapping[str, str], redis_description: str) -> int:
-    from local.serve import prepare, shell_environment
-
+def supervise(args: ServeArgs, sock: socket.socket, extra_env: Mapping[str, str], redis_description: str) -> int:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
     stop = threading.Event()

@@ -81,8 +81,11 @@ class HandlerFailed(Exception):
 
 
 class FunctionRuntime:
-    def __init__(self, template: Template, *, http_concurrency: int = 64, async_concurrency: int = 8) -> None:
+    def __init__(self, template: Template, *, http_concurrency: int = 64, async_concurrency: int = 8,
+                 config_errors: tuple[type[Exception], ...] = ()) -> None:
         self.template = template
+        # What a handler's import raises for a bad configuration: reported as its message alone.
+        self.config_errors = config_errors
         self.handlers: dict[str, Handler] = {}
         self.http_pool = DaemonPool(http_concurrency, "invoke")
         self.async_pool = DaemonPool(async_concurrency, "async-invoke")
@@ -93,13 +96,8 @@ class FunctionRuntime:
 
     def load(self) -> None:
         """Import every handler now, so a broken one stops start-up with a clear message."""
-        from shared.errors import ConfigError
-
         for spec in self.template.functions.values():
-            try:
-                self.handlers[spec.logical_id] = load_handler(spec)
-            except ConfigError as exc:
-                raise StartupError(str(exc)) from None
+            self.handlers[spec.logical_id] = load_handler(spec, config_errors=self.config_errors)
 
     # -- invocation
 
@@ -117,8 +115,8 @@ class FunctionRuntime:
         return await asyncio.wait_for(asyncio.wrap_future(future), timeout_s)
 
     def invoke_async(self, name: str, event: Any) -> None:
-        """Lambda's InvocationType=Event: queued, never blocking the caller. Installed as the
-        invoker of the worker kick (`shared.wiring.start`)."""
+        """Lambda's InvocationType=Event: queued, never blocking the caller. The invoker the
+        functions' own code is given for invoking another function."""
         spec = self.template.find(name)
         if spec is None:
             raise LookupError(f"no function {name!r} in the template")
@@ -152,19 +150,18 @@ def _run(handler: Handler, spec: FunctionSpec, event: Any, context: LambdaContex
         raise HandlerFailed(f"{type(exc).__name__}: {exc}") from exc
 
 
-def load_handler(spec: FunctionSpec) -> Handler:
-    """Import the handler the way the Lambda runtime does: code root first on the path."""
+def load_handler(spec: FunctionSpec, *, config_errors: tuple[type[Exception], ...] = ()) -> Handler:
+    """Import the handler the way the Lambda runtime does: code root first on the path.
+    `config_errors`: what the import raises for a bad configuration (its message is the report)."""
     root = str(spec.code_root)
     if root not in sys.path:
         sys.path.insert(0, root)
     where = f"{spec.logical_id} ({spec.handler}, {_relative(spec)})"
     try:
         module = importlib.import_module(spec.module)
+    except config_errors as exc:
+        raise StartupError(str(exc)) from None
     except Exception as exc:
-        from shared.errors import ConfigError
-
-        if isinstance(exc, ConfigError):
-            raise
         raise StartupError(f"cannot import handler of {where}: {type(exc).__name__}: {exc}") from None
     handler = getattr(module, spec.attribute, None)
     if not callable(handler):

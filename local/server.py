@@ -1,6 +1,9 @@
-"""The Starlette app: the template's HTTP API routes in front of the in-process functions,
-plus what the cloud would provide around them (signed artifact URLs, metrics, docs, the
-long-running render worker, schedules, async invokes)."""
+"""The Starlette app of an API Gateway (HTTP API) emulator: the template's routes in front of
+the in-process functions, as payload 2.0 events; API Gateway's own answers (404, 413, 502,
+504) and API-key guard; the OpenAPI document and its docs page; the schedules, listed and
+fired. Nothing here knows the service: what it adds around the gateway (its own routes,
+work at start-up and shutdown) comes in through `Extras` (this project's: local/preview.py).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,16 +23,18 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from local import isolation
 from local.events import BadResponse, http_event, http_response
+from local.intrinsics import API_ID
 from local.openapi import DOCS_ASSETS, build_openapi, docs_html, swagger_ui_dir
 from local.runtime import FunctionRuntime, HandlerFailed
-from local.template import API_ID, FunctionSpec, HttpRoute, Template
+from local.schedules import Scheduler
+from local.template import FunctionSpec, HttpRoute, Template
 
 log = logging.getLogger("local.server")
 
@@ -39,6 +44,9 @@ _JSON = (b"content-type", b"application/json")
 ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
+AsyncInvoker = Callable[[str, Any], None]  # (function name, event): Lambda's InvocationType=Event
+
+
 @dataclass
 class ServerOptions:
     host: str = "127.0.0.1"
@@ -46,12 +54,36 @@ class ServerOptions:
     api_key: str = ""
     schedule_scale: float = 1.0
     schedules: bool = True
-    worker: bool = True
-    access_log: bool = True
-    fast_shutdown: bool = False  # under --reload: hand running jobs back at once instead of finishing them
-    redis: str = ""  # how Redis is provided, for the banner
-    worker_function: str | None = None  # logical id of the function run as a long-running worker
     on_ready: Callable[[], None] | None = field(default=None, repr=False)
+
+
+class Extras:
+    """What a service adds around the gateway. This base adds nothing; a service overrides
+    what it provides."""
+
+    title = "API emulator"  # the banner's first words
+
+    def routes(self) -> Sequence[BaseRoute]:
+        """Routes of the service's own, matched before the template's."""
+        return ()
+
+    def is_open(self, path: str) -> bool:
+        """Whether `path` is served without the API key."""
+        return False
+
+    def start(self, invoke_async: AsyncInvoker) -> None:
+        """At start-up, before schedules fire or requests arrive."""
+
+    def stop(self) -> None:
+        """At shutdown, once schedules no longer fire; off the event loop, so it may block."""
+
+    def banner_facts(self) -> Sequence[str]:
+        """`name: value` items for the banner's first line, after the docs."""
+        return ()
+
+    def banner_lines(self) -> Sequence[str]:
+        """Lines after the routes and schedules (read once `start` has run)."""
+        return ()
 
 
 class RawResponse(Response):
@@ -119,13 +151,13 @@ def is_health_route(route: HttpRoute) -> bool:
 
 
 class Emulator:
-    def __init__(self, template: Template, runtime: FunctionRuntime, options: ServerOptions) -> None:
+    def __init__(self, template: Template, runtime: FunctionRuntime, options: ServerOptions,
+                 extras: Extras | None = None) -> None:
         self.template = template
         self.runtime = runtime
         self.options = options
-        self.worker: Any = None
-        self.worker_thread: threading.Thread | None = None
-        self.scheduler: Any = None
+        self.extras = extras or Extras()
+        self.scheduler: Scheduler | None = None
         self._open_paths = {route.path for route in template.routes() if is_health_route(route)}
         self._swagger_ui = swagger_ui_dir()
 
@@ -139,8 +171,7 @@ class Emulator:
             methods = list(ALL_METHODS) if route.method == "ANY" else [route.method]
             routes.append(Route(path, self._endpoint(spec, route), methods=methods, name=route.route_key))
         routes[:0] = [
-            Route("/artifacts/{path:path}", self.artifact, methods=["GET"]),
-            Route("/metrics", self.metrics, methods=["GET"]),
+            *self.extras.routes(),
             Route("/openapi.json", self.openapi, methods=["GET"]),
             Route("/docs", self.docs, methods=["GET"]),
             Route("/_emulator/schedules", self.list_schedules, methods=["GET"]),
@@ -158,8 +189,8 @@ class Emulator:
         return app
 
     def _exempt(self, method: str, path: str) -> bool:
-        # Docs carry no data, and artifact links are authorised by their own signature.
-        return (path in self._open_paths or path in ("/docs", "/openapi.json") or path.startswith("/artifacts/")
+        # Docs carry no data.
+        return (path in self._open_paths or path in ("/docs", "/openapi.json") or self.extras.is_open(path)
                 or (self._swagger_ui is not None and path.startswith(DOCS_ASSETS + "/")))
 
     async def _not_found(self, request: Request, exc: Exception) -> RawResponse:
@@ -215,38 +246,6 @@ class Emulator:
 
     # -- around the functions
 
-    async def artifact(self, request: Request) -> Response:
-        from shared import wiring
-        from shared.artifacts import layout
-        from shared.artifacts.local import LocalStore
-
-        store = wiring.services().store
-        if not isinstance(store, LocalStore):  # S3 artifacts: their presigned URLs point at S3, not here
-            return message(404, "Not Found")
-        expires, sig = request.query_params.get("expires"), request.query_params.get("sig")
-        if not expires or not sig:
-            return message(403, "Forbidden")
-        path = request.url.path
-        if not store.signer.valid(path, expires, sig):
-            return message(403, "Forbidden")
-        # Only a request whose signature holds may learn that the file is missing.
-        granted = await run_in_threadpool(store.file, path)
-        if granted is None:
-            return message(404, "Not Found")
-        return FileResponse(granted, media_type=layout.content_type(granted.name),
-                            headers={"Cache-Control": "private, max-age=60"})
-
-    async def metrics(self, request: Request) -> Response:
-        from shared import service, wiring
-        from shared.prometheus_metrics import PROMETHEUS_CONTENT_TYPE, prometheus_text
-
-        def refresh() -> None:
-            with contextlib.suppress(Exception):  # Redis down: scrape what we have
-                service.queue_metrics(wiring.services().queue)
-
-        await run_in_threadpool(refresh)
-        return Response(prometheus_text(), headers={"content-type": PROMETHEUS_CONTENT_TYPE})
-
     async def openapi(self, request: Request) -> Response:
         protected = None
         if self.options.api_key:
@@ -288,14 +287,10 @@ class Emulator:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        from shared import wiring
-
         if not isolation.install():
             log.warning("Powertools' request state cannot be made per-thread; requests run one at a time")
             self.runtime.serial = threading.Lock()
-        # The functions' services, with the enqueue kick delivered as a local async invoke.
-        wiring.start(invoker=self.runtime.invoke_async)
-        self._start_worker()
+        self.extras.start(self.runtime.invoke_async)
         self._start_schedules()
         self._banner()
         if self.options.on_ready:
@@ -305,37 +300,10 @@ class Emulator:
         finally:
             if self.scheduler:
                 self.scheduler.stop()
-            await asyncio.get_running_loop().run_in_executor(None, self._stop_worker)
+            await asyncio.get_running_loop().run_in_executor(None, self.extras.stop)
             self.runtime.shutdown()
-            wiring.reset()
-
-    def _start_worker(self) -> None:
-        if not (self.options.worker and self.options.worker_function):
-            return
-        from shared import wiring
-
-        self.worker = wiring.services().new_worker()
-
-        def run() -> None:
-            try:
-                self.worker.run_forever()
-            except Exception:
-                log.exception("the render worker stopped unexpectedly")
-
-        self.worker_thread = threading.Thread(target=run, name="render-worker", daemon=True)
-        self.worker_thread.start()
-
-    def _stop_worker(self) -> None:
-        if self.worker is None or self.worker_thread is None:
-            return
-        self.worker.stop()
-        if self.options.fast_shutdown:
-            self.worker.abort_event.set()
-        self.worker_thread.join(self.worker.settings.shutdown_grace_seconds + 35)
 
     def _start_schedules(self) -> None:
-        from local.schedules import Scheduler
-
         enabled = {s.key: s for s in self.template.schedules() if s.enabled}
         if not (self.options.schedules and enabled):
             return
@@ -350,8 +318,8 @@ class Emulator:
     def _banner(self) -> None:
         o = self.options
         host = f"[{o.host}]" if ":" in o.host else o.host
-        lines = [f"Preview service emulator on http://{host}:{o.port} "
-                 f"(docs: /docs, metrics: /metrics, Redis: {o.redis})"]
+        facts = ", ".join(["docs: /docs", *self.extras.banner_facts()])
+        lines = [f"{self.extras.title} on http://{host}:{o.port} ({facts})"]
         for route in self.template.routes():
             lock = "" if not o.api_key or route.path in self._open_paths else "  [api key]"
             lines.append(f"  {route.route_key:<45} -> {route.function}{lock}")
@@ -359,9 +327,5 @@ class Emulator:
             state = "" if s.enabled and o.schedules else "  [not fired automatically]"
             scale = f" (x{o.schedule_scale:g})" if o.schedule_scale != 1 and s.expression.startswith("rate") else ""
             lines.append(f"  {s.expression + scale:<45} -> {s.function}{state}")
-        if self.worker is not None:
-            lines.append(f"  long-running worker ({self.worker.settings.worker_concurrency} job loops) "
-                         f"-> {o.worker_function}")
+        lines.extend(self.extras.banner_lines())
         print("\n".join(lines), file=sys.stderr, flush=True)
-
-

@@ -113,11 +113,12 @@ def test_schedules_are_valid_expressions() -> None:
 def _worker_statements(asset_buckets: str) -> list[dict]:
     """The render worker's policy statements as CloudFormation would resolve them (through the
     emulator's intrinsic-function resolver), for one value of the AssetBuckets parameter."""
-    from local import template as loader
+    from local.intrinsics import Resolver, parameter_values
+    from local.template import read_document
 
-    document = loader.read_document(TEMPLATE)
-    parameters = loader._parameter_values(TEMPLATE, document["Parameters"], {"AssetBuckets": asset_buckets})
-    resolver = loader._Resolver(document, parameters, "eu-west-1", TEMPLATE)
+    document = read_document(TEMPLATE)
+    parameters = parameter_values(TEMPLATE, document["Parameters"], {"AssetBuckets": asset_buckets})
+    resolver = Resolver(document, parameters, "eu-west-1", TEMPLATE)
     policies = document["Resources"]["RenderWorkerFunction"]["Properties"]["Policies"]
     return [s for policy in resolver.resolve(policies, "Policies") for s in policy["Statement"]]
 

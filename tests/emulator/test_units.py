@@ -10,7 +10,8 @@ import pytest
 
 from local.environment import EnvFile, function_environment, shared_environment, worker_function
 from local.schedules import Cron, Rate, ScheduleError, parse_expression
-from local.template import TemplateError, load_template
+from local.errors import TemplateError
+from local.template import load_template
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.usefixtures("no_sockets")

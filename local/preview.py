@@ -1,0 +1,139 @@
+"""What the cloud gives the preview service around its functions, in the emulator: the signed
+links of the local artifact store (`/artifacts/...`), a Prometheus `/metrics` with fresh queue
+gauges, the render worker as a long-running thread, and the enqueue kick delivered as a local
+async invoke. Plugged into the gateway (local/server.py) as its `Extras`.
+
+`shared` is imported inside the methods: its modules read the environment, which the emulator
+applies before any of them is imported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from local.server import AsyncInvoker, Extras, message
+
+if TYPE_CHECKING:
+    from shared.worker import Worker
+
+log = logging.getLogger("local.preview")
+
+ARTIFACTS = "/artifacts/"
+
+
+@dataclass(frozen=True)
+class PreviewOptions:
+    redis: str = ""  # how Redis is provided, for the banner
+    worker: bool = True  # run the render worker as a long-running thread (--no-worker: not)
+    worker_function: str | None = None  # logical id of the function that thread stands in for
+    fast_shutdown: bool = False  # under --reload: hand running jobs back at once instead of finishing them
+
+
+class PreviewExtras(Extras):
+    title = "Preview service emulator"
+
+    def __init__(self, options: PreviewOptions) -> None:
+        self.options = options
+        self.worker: Worker | None = None
+        self.worker_thread: threading.Thread | None = None
+
+    def routes(self) -> Sequence[BaseRoute]:
+        return (
+            Route(ARTIFACTS + "{path:path}", self.artifact, methods=["GET"]),
+            Route("/metrics", self.metrics, methods=["GET"]),
+        )
+
+    def is_open(self, path: str) -> bool:
+        # An artifact link is authorised by its own signature.
+        return path.startswith(ARTIFACTS)
+
+    def banner_facts(self) -> Sequence[str]:
+        return ("metrics: /metrics", f"Redis: {self.options.redis}")
+
+    def banner_lines(self) -> Sequence[str]:
+        if self.worker is None:
+            return ()
+        return (f"  long-running worker ({self.worker.settings.worker_concurrency} job loops) "
+                f"-> {self.options.worker_function}",)
+
+    # -- routes
+
+    async def artifact(self, request: Request) -> Response:
+        from shared import wiring
+        from shared.artifacts import layout
+        from shared.artifacts.local import LocalStore
+
+        store = wiring.services().store
+        if not isinstance(store, LocalStore):  # S3 artifacts: their presigned URLs point at S3, not here
+            return message(404, "Not Found")
+        expires, sig = request.query_params.get("expires"), request.query_params.get("sig")
+        if not expires or not sig:
+            return message(403, "Forbidden")
+        path = request.url.path
+        if not store.signer.valid(path, expires, sig):
+            return message(403, "Forbidden")
+        # Only a request whose signature holds may learn that the file is missing.
+        granted = await run_in_threadpool(store.file, path)
+        if granted is None:
+            return message(404, "Not Found")
+        return FileResponse(granted, media_type=layout.content_type(granted.name),
+                            headers={"Cache-Control": "private, max-age=60"})
+
+    async def metrics(self, request: Request) -> Response:
+        from shared import service, wiring
+        from shared.prometheus_metrics import PROMETHEUS_CONTENT_TYPE, prometheus_text
+
+        def refresh() -> None:
+            with contextlib.suppress(Exception):  # Redis down: scrape what we have
+                service.queue_metrics(wiring.services().queue)
+
+        await run_in_threadpool(refresh)
+        return Response(prometheus_text(), headers={"content-type": PROMETHEUS_CONTENT_TYPE})
+
+    # -- start-up and shutdown
+
+    def start(self, invoke_async: AsyncInvoker) -> None:
+        from shared import wiring
+
+        # The functions' services, with the enqueue kick delivered as a local async invoke.
+        wiring.start(invoker=invoke_async)
+        if self.options.worker and self.options.worker_function:
+            self._start_worker()
+
+    def _start_worker(self) -> None:
+        from shared import wiring
+
+        worker = self.worker = wiring.services().new_worker()
+
+        def run() -> None:
+            try:
+                worker.run_forever()
+            except Exception:
+                log.exception("the render worker stopped unexpectedly")
+
+        self.worker_thread = threading.Thread(target=run, name="render-worker", daemon=True)
+        self.worker_thread.start()
+
+    def stop(self) -> None:
+        from shared import wiring
+
+        self._stop_worker()
+        wiring.reset()
+
+    def _stop_worker(self) -> None:
+        if self.worker is None or self.worker_thread is None:
+            return
+        self.worker.stop()
+        if self.options.fast_shutdown:
+            self.worker.abort_event.set()
+        self.worker_thread.join(self.worker.settings.shutdown_grace_seconds + 35)
