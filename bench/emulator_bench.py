@@ -20,20 +20,21 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench import harness
+from bench.harness import Figure, Target
+
+ROOT = harness.REPO_ROOT
 TEMPLATE = ROOT / "template.yaml"
 STATUS_ROUTE = "GET /api/preview/job/{jobId}/status"
 
@@ -53,6 +54,11 @@ def handler(event, context):
 '''
 
 
+THROUGHPUT_TARGET = Target(">=", 0.6)  # emulator over bare route, enqueues per second
+OVERHEAD_TARGET = Target("<=", 1.0, "ms")  # p50 per request, emulator app over a direct call
+COLD_IMPORT_TARGET = Target("<=", 1.2)  # each HTTP handler module over the minimal handler
+
+
 @dataclass(frozen=True)
 class Sizes:
     requests: int = 3000
@@ -62,24 +68,11 @@ class Sizes:
     import_runs: int = 5
 
 
+FULL = Sizes()
 QUICK = Sizes(requests=300, clients=8, rounds=1, overhead_samples=200, import_runs=2)
 
 
-@dataclass(frozen=True)
-class Row:
-    metric: str
-    value: str
-    target: str = ""
-    passed: bool | None = None
-
-
 # --------------------------------------------------------------------------- servers
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def server_env(redis_url: str, data_dir: Path) -> dict[str, str]:
@@ -96,39 +89,14 @@ def server_env(redis_url: str, data_dir: Path) -> dict[str, str]:
 
 @contextmanager
 def running(kind: str, env: dict[str, str]) -> Iterator[str]:
-    port = free_port()
+    port = harness.free_port()
     if kind == "emulator":
         command = [sys.executable, "-m", "local", "serve", "--port", str(port), "--no-worker", "--no-schedules",
                    "--no-access-log"]
     else:
         command = [sys.executable, "-m", "bench.emulator_bench", "--bare-server", str(port)]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_listening(port, process)
+    with harness.child_server(command, port, env, cwd=ROOT) as url:
         yield url
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stderr:
-            process.stderr.close()
-
-
-def _wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            error = process.stderr.read().decode(errors="replace") if process.stderr else ""
-            raise RuntimeError(f"server exited: {error.strip()}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError("server did not start")
 
 
 def bare_server(port: int) -> None:
@@ -200,22 +168,22 @@ async def _load(url: str, prefix: str, total: int, clients: int) -> float:
     return total / elapsed
 
 
-def throughput(redis_url: str, data_dir: Path, sizes: Sizes) -> dict[str, float]:
-    import redis
+def enqueue_rate(kind: str, env: dict[str, str], sizes: Sizes, round_: int) -> float:
+    """jobs/s of one server of `kind` (started for this round), after a warm-up load."""
+    with running(kind, env) as url:
+        asyncio.run(_load(url, f"warm-{kind}-{round_}", min(200, sizes.requests), sizes.clients))
+        return asyncio.run(_load(url, f"{kind}-{round_}", sizes.requests, sizes.clients))
 
-    client = redis.Redis.from_url(redis_url)
-    best: dict[str, float] = {}
+
+def throughput(redis_url: str, data_dir: Path, sizes: Sizes) -> dict[str, float]:
     env = server_env(redis_url, data_dir)
-    for round_ in range(sizes.rounds):
-        for kind in ("emulator", "bare"):
-            client.flushall()
-            with running(kind, env) as url:
-                asyncio.run(_load(url, f"warm-{kind}-{round_}", min(200, sizes.requests), sizes.clients))
-                rate = asyncio.run(_load(url, f"{kind}-{round_}", sizes.requests, sizes.clients))
-            best[kind] = max(best.get(kind, 0.0), rate)
-            print(f"  round {round_ + 1} {kind:<8} {rate:8.0f} jobs/s", flush=True)
-    client.close()
-    return best
+
+    def report(round_: int, kind: str, rate: float) -> None:
+        harness.progress(f"  round {round_ + 1} {kind:<8} {rate:8.0f} jobs/s")
+
+    contenders = {kind: partial(enqueue_rate, kind, env, sizes) for kind in ("emulator", "bare")}
+    rates = harness.alternate(sizes.rounds, contenders, before=partial(harness.flush_redis, redis_url), report=report)
+    return harness.highest(rates)
 
 
 # --------------------------------------------------------------------------- per-request overhead
@@ -311,51 +279,38 @@ def import_seconds(code: str, runs: int, function_name: str, extra_path: str | N
     env.update(LAMBDA_ENV, AWS_LAMBDA_FUNCTION_NAME=function_name)
     if extra_path:
         env["PYTHONPATH"] = extra_path + os.pathsep + env.get("PYTHONPATH", "")
-    times = []
-    for i in range(runs + 1):
-        started = time.perf_counter()
+
+    def interpreter() -> None:
         subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if i:  # the first run compiles bytecode
-            times.append(time.perf_counter() - started)
-    return statistics.median(times)
+
+    # The first run compiles bytecode, which no cold start after a deployment pays.
+    return statistics.median(harness.wall_times(runs, interpreter, warmup=1))
 
 
-def cold_imports(runs: int, tmp: Path) -> list[Row]:
+def cold_imports(runs: int, tmp: Path) -> list[Figure]:
     from local.template import load_template
 
     (tmp / "minimal_handler.py").write_text(MINIMAL_HANDLER)
     baseline = import_seconds("import minimal_handler", runs, "minimal", str(tmp))
     floor = import_seconds(LIBRARIES_FLOOR, runs, "minimal", str(tmp))
-    rows = [Row("cold import, minimal Powertools resolver handler", f"{baseline * 1000:.0f} ms"),
-            Row("cold import, the same + redis-py + pydantic (contrast)",
-                f"{floor * 1000:.0f} ms = {floor / baseline:.2f}x")]
+    figures = [Figure("cold import, minimal Powertools resolver handler", f"{baseline * 1000:.0f} ms"),
+               Figure("cold import, the same + redis-py + pydantic (contrast)",
+                      f"{floor * 1000:.0f} ms = {floor / baseline:.2f}x")]
     for spec in load_template(TEMPLATE).functions.values():
         if not spec.routes:
             continue
         seconds = import_seconds(f"import {spec.module}", runs, spec.name)
         ratio = seconds / baseline
-        rows.append(Row(f"cold import {spec.module}", f"{seconds * 1000:.0f} ms = {ratio:.2f}x", "<= 1.20x",
-                        ratio <= 1.2))
-    return rows
-
-
-# --------------------------------------------------------------------------- report
-
-
-def format_table(rows: list[Row]) -> str:
-    width = max(len(r.metric) for r in rows)
-    lines = [f"{'metric':<{width}}  {'value':>22}  {'target':>10}  result", "-" * (width + 44)]
-    for row in rows:
-        result = "" if row.passed is None else "PASS" if row.passed else "MISS"
-        lines.append(f"{row.metric:<{width}}  {row.value:>22}  {row.target:>10}  {result}")
-    return "\n".join(lines)
+        figures.append(Figure.checked(f"cold import {spec.module}", f"{seconds * 1000:.0f} ms = {ratio:.2f}x", ratio,
+                                      COLD_IMPORT_TARGET))
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:
     """Exit status 0 when every target is met, 1 when one is missed."""
-    parser = argparse.ArgumentParser(prog="python -m bench.emulator_bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, one round: check that it runs")
+    parser = harness.argument_parser("bench.emulator_bench", __doc__,
+                                     quick_help="small sizes, one round: check that it runs")
     parser.add_argument("--bare-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--measure-overhead", type=int, metavar="SAMPLES", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -366,36 +321,34 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure_overhead(args.measure_overhead)))
         return 0
 
-    from local.redis_server import RedisServer
-
-    sizes = QUICK if args.quick else Sizes()
-    started = time.perf_counter()
-    rows: list[Row] = []
-    with tempfile.TemporaryDirectory(prefix="emulator-bench-") as tmp_name, \
-            RedisServer(Path(tmp_name) / "redis") as server:
-        tmp = Path(tmp_name)
-        print(f"emulator bench: private Redis on 127.0.0.1:{server.port}; {sizes.requests} enqueues x "
-              f"{sizes.clients} concurrent clients, best of {sizes.rounds} rounds; {os.cpu_count()} CPUs, "
-              f"load average {os.getloadavg()[0]:.2f}", flush=True)
-        rates = throughput(server.url, tmp / "data", sizes)
+    sizes = QUICK if args.quick else FULL
+    figures: list[Figure] = []
+    with harness.reports_duration("emulator bench"), harness.private_redis("emulator-bench-") as lab:
+        print(f"emulator bench: private Redis on 127.0.0.1:{lab.port}; {sizes.requests} enqueues x "
+              f"{sizes.clients} concurrent clients, best of {sizes.rounds} rounds; {harness.cpu_count()} CPUs, "
+              f"load average {harness.load_average():.2f}", flush=True)
+        log_step = harness.StepLog()
+        log_step("enqueue throughput, emulator and bare route in turn")
+        rates = throughput(lab.url, lab.data_dir, sizes)
         ratio = rates["emulator"] / rates["bare"]
-        rows += [
-            Row("enqueue throughput, emulator", f"{rates['emulator']:.0f} jobs/s"),
-            Row("enqueue throughput, bare Starlette route", f"{rates['bare']:.0f} jobs/s"),
-            Row("emulator / bare throughput", f"{ratio:.2f}x", ">= 0.60x", ratio >= 0.6),
+        figures += [
+            Figure("enqueue throughput, emulator", f"{rates['emulator']:.0f} jobs/s"),
+            Figure("enqueue throughput, bare Starlette route", f"{rates['bare']:.0f} jobs/s"),
+            Figure.checked("emulator / bare throughput", f"{ratio:.2f}x", ratio, THROUGHPUT_TARGET),
         ]
-        measured = overhead(server.url, tmp / "data", sizes.overhead_samples)
-        rows += [
-            Row("status request, handler called directly (p50)", f"{measured['direct_p50_ms']:.3f} ms"),
-            Row("status request through the emulator app (p50)", f"{measured['emulator_p50_ms']:.3f} ms"),
-            Row("per-request overhead of the emulator (p50)", f"{measured['overhead_p50_ms']:.3f} ms", "<= 1 ms",
-                measured["overhead_p50_ms"] <= 1.0),
+        log_step(f"per-request overhead, {sizes.overhead_samples} samples")
+        measured = overhead(lab.url, lab.data_dir, sizes.overhead_samples)
+        figures += [
+            Figure("status request, handler called directly (p50)", f"{measured['direct_p50_ms']:.3f} ms"),
+            Figure("status request through the emulator app (p50)", f"{measured['emulator_p50_ms']:.3f} ms"),
+            Figure.checked("per-request overhead of the emulator (p50)", f"{measured['overhead_p50_ms']:.3f} ms",
+                           measured["overhead_p50_ms"], OVERHEAD_TARGET),
         ]
-        rows += cold_imports(sizes.import_runs, tmp)
-    print()
-    print(format_table(rows))
-    print(f"\nemulator bench took {time.perf_counter() - started:.1f} s")
-    return 0 if all(row.passed is not False for row in rows) else 1
+        log_step(f"cold imports, median of {sizes.import_runs} runs each")
+        figures += cold_imports(sizes.import_runs, lab.tmp)
+        print()
+        print(harness.figures_table(figures))
+    return harness.exit_status(figure.passed for figure in figures)
 
 
 if __name__ == "__main__":

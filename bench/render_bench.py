@@ -1,6 +1,6 @@
 """Render benchmark: our full pipeline against an ffmpeg binary encoding the same frames.
 
-    python -m bench.render_bench [--runs 3] [--ffmpeg PATH] [--keep DIR]
+    python -m bench.render_bench [--runs 3] [--quick] [--ffmpeg PATH] [--keep DIR]
 
 Exit status 0 when the target ratio is met (or cannot be measured without ffmpeg), else 1.
 
@@ -16,17 +16,14 @@ $IMAGEIO_FFMPEG_EXE, PATH, or the imageio-ffmpeg package (`pip install imageio-f
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -35,13 +32,15 @@ import av  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from bench import harness  # noqa: E402
 from shared.contract import JobRequest  # noqa: E402
 from shared.render import plan_preview, render_preview  # noqa: E402
 from shared.render.frames import compose  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 
 WIDTH, HEIGHT, FPS, STEPS, STEP_SECONDS = 1280, 720, 30, 10, 3.0
-TARGET_RATIO = 1.2  # our mp4 render time over ffmpeg's (CFR, same frames, same x264 settings)
+# Our mp4 render time over ffmpeg's (CFR, same frames, same x264 settings).
+MP4_TARGET = harness.Target("<=", 1.2)
 SOURCE_SIZE = (1600, 900)  # larger than the frame, as real screenshots are: exercises the resize
 PALETTE = [((20, 40, 90), (90, 160, 230)), ((90, 20, 40), (240, 150, 80)), ((20, 80, 40), (150, 230, 120)),
            ((60, 20, 90), (200, 140, 240)), ((30, 30, 30), (220, 220, 220))]
@@ -63,7 +62,6 @@ class Row:
     seconds: float | None
     size: int | None = None
     duration: float | None = None
-    note: str = ""
 
 
 def gradient(index: int) -> Image.Image:
@@ -81,13 +79,13 @@ def gradient(index: int) -> Image.Image:
     return Image.fromarray(pixels.astype(np.uint8), "RGB")
 
 
-def make_job(fmt: str, with_audio: bool = False) -> dict:
+def make_job(fmt: str, with_audio: bool = False) -> dict[str, Any]:
     steps = [{"title": f"Step {i + 1}: open the settings panel",
               "text": "Click the gear icon in the top-right corner, then choose Preferences and scroll "
                       "down to the section about previews.",
               "durationSec": STEP_SECONDS, "asset": f"shot-{i}"} for i in range(STEPS)]
     assets = [{"id": f"shot-{i}", "type": "image", "uri": f"shot-{i}.png"} for i in range(STEPS)]
-    audio: dict = {}
+    audio: dict[str, str] = {}
     if with_audio:
         assets.append({"id": "voice", "type": "audio", "uri": "voice.wav"})
         audio = {"narration": "voice"}
@@ -129,20 +127,11 @@ def decoded_duration(path: Path) -> float:
         return (container.duration or 0) / 1_000_000
 
 
-def best_of(runs: int, action: Callable[[], object]) -> float:
-    best = float("inf")
-    for _ in range(runs):
-        started = time.perf_counter()
-        action()
-        best = min(best, time.perf_counter() - started)
-    return best
-
-
 def bench_ours(fmt: str, work: Path, settings: Settings, runs: int, with_audio: bool = False) -> Row:
     job = make_job(fmt, with_audio)
     out = work / f"ours-{fmt}{'-audio' if with_audio else ''}"
     request = JobRequest.from_payload(job)
-    seconds = best_of(runs, lambda: render_preview(request, out, settings))
+    seconds = harness.fastest(runs, lambda: render_preview(request, out, settings))
     video = out / f"preview.{fmt}"
     return Row(fmt, "ours + 30 s narration" if with_audio else "ours (PyAV, VFR)", seconds,
                video.stat().st_size, decoded_duration(video))
@@ -182,39 +171,52 @@ def bench_ffmpeg(ffmpeg: str, fmt: str, frames: Path, work: Path, runs: int, cfr
     def run() -> None:
         subprocess.run(command, check=True, stdin=subprocess.DEVNULL)
 
-    seconds = best_of(runs, run)
+    seconds = harness.fastest(runs, run)
     label = f"ffmpeg CFR ({int(STEPS * STEP_SECONDS * FPS)} frames)" if cfr else f"ffmpeg VFR ({STEPS} frames)"
     return Row(fmt, label, seconds, out.stat().st_size, decoded_duration(out))
 
 
-def print_table(rows: list[Row]) -> None:
-    print(f"{'format':<7}{'encoder':<30}{'wall s':>9}{'size KB':>10}{'duration s':>12}")
-    for row in rows:
-        seconds = f"{row.seconds:.3f}" if row.seconds is not None else "-"
-        size = f"{row.size / 1024:.0f}" if row.size is not None else "-"
-        duration = f"{row.duration:.3f}" if row.duration is not None else "-"
-        print(f"{row.fmt:<7}{row.who:<30}{seconds:>9}{size:>10}{duration:>12}  {row.note}".rstrip())
+def format_table(rows: list[Row]) -> str:
+    lines = [(row.fmt, row.who, f"{row.seconds:.3f}" if row.seconds is not None else "-",
+              f"{row.size / 1024:.0f}" if row.size is not None else "-",
+              f"{row.duration:.3f}" if row.duration is not None else "-") for row in rows]
+    return harness.grid(("format", "encoder", "wall s", "size KB", "duration s"), lines, right_aligned={2, 3, 4})
+
+
+def ratio_figures(ratios: dict[tuple[str, bool], float]) -> list[harness.Figure]:
+    """Ours over ffmpeg's time per format and frame timing; only mp4 against CFR has a target."""
+    figures = []
+    for (fmt, cfr), ratio in ratios.items():
+        name, value = f"{fmt}: ours / ffmpeg {'CFR' if cfr else 'VFR'}", f"{ratio:.2f}x"
+        if (fmt, cfr) == ("mp4", True):
+            figures.append(harness.Figure.checked(name, value, ratio, MP4_TARGET))
+        else:
+            figures.append(harness.Figure(name, value))
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """Exit status 0 when the target is met or cannot be measured (no ffmpeg), 1 when missed."""
+    parser = harness.argument_parser("bench.render_bench", __doc__, quick_help="one run of each: check that it runs")
     parser.add_argument("--runs", type=int, default=3, help="repetitions; the best time is reported")
     parser.add_argument("--ffmpeg", help="ffmpeg binary to compare with")
     parser.add_argument("--keep", type=Path, help="write outputs here instead of a temp folder")
     args = parser.parse_args(argv)
+    runs = 1 if args.quick else args.runs
 
-    work = args.keep or Path(tempfile.mkdtemp(prefix="render-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
-    try:
+    with harness.scratch_dir("render-bench-", args.keep) as work:
         write_assets(work / "assets")
         settings = Settings.from_env({"DATA_DIR": str(work / "data"), "PREVIEW_ASSET_DIR": str(work / "assets")})
         print(f"render bench: {WIDTH}x{HEIGHT}, {STEPS} steps x {STEP_SECONDS:g} s = {STEPS * STEP_SECONDS:g} s, "
-              f"{FPS} fps, captions on, source images {SOURCE_SIZE[0]}x{SOURCE_SIZE[1]} PNG; best of {args.runs}; "
-              f"{os.cpu_count()} CPUs")
+              f"{FPS} fps, captions on, source images {SOURCE_SIZE[0]}x{SOURCE_SIZE[1]} PNG; best of {runs}; "
+              f"{harness.cpu_count()} CPUs", flush=True)
+        log_step = harness.StepLog()
         rows: list[Row] = []
         for fmt in ("mp4", "webm", "gif"):
-            rows.append(bench_ours(fmt, work, settings, args.runs))
-        rows.append(bench_ours("mp4", work, settings, args.runs, with_audio=True))
+            log_step(f"ours, {fmt}")
+            rows.append(bench_ours(fmt, work, settings, runs))
+        log_step("ours, mp4 with narration")
+        rows.append(bench_ours("mp4", work, settings, runs, with_audio=True))
         ours_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
         ffmpeg = find_ffmpeg(args.ffmpeg)
@@ -223,26 +225,22 @@ def main(argv: list[str] | None = None) -> int:
             print("ffmpeg baseline unavailable: no ffmpeg on PATH and imageio-ffmpeg not installed "
                   "(pip install imageio-ffmpeg, or pass --ffmpeg PATH)")
         else:
+            log_step("ffmpeg, the same frames")
             frames = write_frames(work, settings)
             for fmt in ("mp4", "webm", "gif"):
                 ours = next(r for r in rows if r.fmt == fmt and r.who.startswith("ours ("))
                 for cfr in ((True, False) if fmt != "gif" else (False,)):
-                    row = bench_ffmpeg(ffmpeg, fmt, frames, work, args.runs, cfr)
+                    row = bench_ffmpeg(ffmpeg, fmt, frames, work, runs, cfr)
                     rows.append(row)
                     if ours.seconds and row.seconds:
                         ratios[fmt, cfr] = ours.seconds / row.seconds
         rows.sort(key=lambda r: ("mp4", "webm", "gif").index(r.fmt))
-        print_table(rows)
-        met = True
-        if ratios:
-            target = ratios.get(("mp4", True))
-            if target is not None:
-                met = target <= TARGET_RATIO
-                print(f"target: ours / ffmpeg CFR for mp4 = {target:.2f} (<= {TARGET_RATIO}): "
-                      f"{'met' if met else 'MISSED'}")
-            others = "; ".join(f"{fmt} vs {'CFR' if cfr else 'VFR'} {ratio:.2f}"
-                               for (fmt, cfr), ratio in ratios.items() if (fmt, cfr) != ("mp4", True))
-            print(f"other ratios ours/ffmpeg: {others}")
+        print()
+        print(format_table(rows))
+        figures = ratio_figures(ratios)
+        if figures:
+            print()
+            print(harness.figures_table(figures))
             print("(ffmpeg VFR encodes 10 ready-made frames; ours also decodes the 1600x900 sources, "
                   "letterboxes, draws captions, writes poster, captions, JSON and hashes)")
         children_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -250,10 +248,7 @@ def main(argv: list[str] | None = None) -> int:
               + (f"; largest ffmpeg child {children_rss:.0f} MB" if ffmpeg else ""))
         if ffmpeg:
             print(f"ffmpeg: {ffmpeg}")
-    finally:
-        if args.keep is None:
-            shutil.rmtree(work, ignore_errors=True)
-    return 0 if met else 1
+    return harness.exit_status(figure.passed for figure in figures)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,154 @@
+"""What the queue bench's measurements stand on: sizes, the job payload, queues with the
+service's settings and client options on the private Redis, and the no-op render and store
+that make the real `Worker` a no-op processor."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bench import harness
+from shared.contract import JobRequest
+from shared.queue import JobQueue
+from shared.settings import Settings
+
+# Retention both sides share: the service defaults (PREVIEW_KEEP_COMPLETED_*).
+KEEP_COMPLETED_COUNT = 100
+KEEP_COMPLETED_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each measurement does; the smoke test passes tiny ones."""
+
+    admit_jobs: int = 5000
+    claim_jobs: int = 5000
+    worker_jobs: int = 3000
+    latency_samples: int = 300
+    concurrency: int = 8
+    warmup_jobs: int = 200
+    rounds: int = 5
+    # Pause between latency samples, so that every admission finds the worker idle.
+    latency_gap_s: float = 0.004
+
+
+FULL = Sizes()
+QUICK = Sizes(admit_jobs=200, claim_jobs=200, worker_jobs=200, latency_samples=20, warmup_jobs=20, rounds=1)
+
+
+def job_payload(i: int, tag: str = "b") -> dict[str, Any]:
+    """A realistic small dry-run job, valid against the payload schema."""
+    return {
+        "jobId": f"{tag}-{i}",
+        "projectId": "p",
+        "requestId": f"r-{tag}-{i}",
+        "dryRun": True,
+        "previewRequest": {"steps": [], "assets": [], "audio": {}},
+    }
+
+
+def make_settings(url: str, queue_name: str, data_dir: Path) -> Settings:
+    return Settings.from_env({
+        "REDIS_URL": url,
+        "PREVIEW_QUEUE_NAME": queue_name,
+        "PREVIEW_QUEUE_MAX": "1000000",  # the bench fills far beyond the production limit
+        "DATA_DIR": str(data_dir),
+        "PREVIEW_KEEP_COMPLETED_COUNT": str(KEEP_COMPLETED_COUNT),
+        "PREVIEW_KEEP_COMPLETED_SECONDS": str(KEEP_COMPLETED_SECONDS),
+        "PREVIEW_SHUTDOWN_GRACE_SECONDS": "5",
+    })
+
+
+def make_client(settings: Settings, *, blocking: bool = False) -> redis.Redis:
+    """A client with the service's options (see shared.redis_client), owned by the bench so it
+    can be closed without touching the service's process-wide client cache."""
+    timeout = settings.redis_timeout_ms / 1000
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=timeout,
+        socket_timeout=None if blocking else timeout,
+        decode_responses=True,
+    )
+
+
+class QueueBench:
+    """Fresh queues on one Redis; alternating rounds; closes every client it made."""
+
+    def __init__(self, url: str, data_dir: Path) -> None:
+        self.url = url
+        self.data_dir = data_dir
+        self._clients: list[redis.Redis] = []
+        self._queues: list[JobQueue] = []
+        self._count = 0
+
+    def queue(self, label: str) -> JobQueue:
+        self._count += 1
+        settings = make_settings(self.url, f"bench-{label}-{self._count}", self.data_dir)
+        client, blocking = make_client(settings), make_client(settings, blocking=True)
+        self._clients += [client, blocking]
+        self._queues.append(JobQueue(client, settings, blocking))
+        return self._queues[-1]
+
+    def flush(self) -> None:
+        harness.flush_redis(self.url)
+
+    def best(self, rounds: int, contenders: dict[str, Callable[[], float]]) -> dict[str, float]:
+        """Run every contender once per round, in turn, on an empty database; the best of each."""
+        figures = harness.alternate(rounds, {name: _any_round(measure) for name, measure in contenders.items()},
+                                    before=self.flush, after=self.close_clients)
+        self.flush()
+        return harness.highest(figures)
+
+    def close_clients(self) -> None:
+        for queue in self._queues:
+            queue.close()
+        self._queues.clear()
+        for client in self._clients:
+            client.close()
+        self._clients.clear()
+
+    def close(self) -> None:
+        """Leave the server as it was found: no client open, nothing stored."""
+        self.close_clients()
+        self.flush()
+
+
+def _any_round(measure: Callable[[], float]) -> Callable[[int], float]:
+    """The queue measurements do the same work in every round: they need not know which."""
+
+    def measure_round(_round: int) -> float:
+        return measure()
+
+    return measure_round
+
+
+def prefill(queue: JobQueue, n: int, tag: str, threads: int = 8) -> None:
+    """Admit n jobs (untimed set-up)."""
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda part: [queue.admit(job_payload(i, tag)) for i in part], harness.slices(n, threads)))
+
+
+class NullStore:
+    """Publishes nothing: with a no-op render this makes `Worker.process` a no-op processor."""
+
+    def publish(self, project_id: str, job_id: str, src_dir: Path) -> dict[str, Any]:
+        return {}
+
+
+def noop_render(request: JobRequest, out: Path, settings: Settings,
+                progress: Callable[[int], None] | None) -> None:
+    return None
+
+
+def bullmq_version() -> str | None:
+    """The installed bullmq's version, or None: without it there are no baselines."""
+    try:
+        import bullmq
+    except ImportError:
+        return None
+    return str(getattr(bullmq, "__version__", "?"))
