@@ -1,5 +1,6 @@
-"""Emulator tests run `python -m local serve` as a real process on a free port, each emulator
-with its own private Redis (or its own embedded one), and talk to it over HTTP."""
+"""What the emulator tests share: `python -m local serve` as a real process on a free port
+(`Emulator`, for start-up, reload and signals), a private Redis per test module, temporary
+templates. Most tests drive the app in this process instead: see in_process.py."""
 
 from __future__ import annotations
 
@@ -46,8 +47,6 @@ class Emulator:
         self.args = ["serve", "--port", str(self.port), *args]
         self.env = env
         self.process: subprocess.Popen[bytes] | None = None
-        data = [self.args[i + 1] for i, arg in enumerate(self.args) if arg == "--data-dir"]
-        self.data_dir = Path(data[0]) if data else ROOT / "data"
 
     def start(self, timeout: float = 30) -> Emulator:
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:

@@ -1,6 +1,8 @@
 """The emulator as API Gateway + Lambda + EventBridge, on a template of tiny test handlers
-(tests/emulator/apps.py): event and context shape, answers, errors, timeouts, concurrency,
-environment layering, schedules, the embedded Redis."""
+(tests/emulator/apps.py), its app driven in this process: event and context shape, answers,
+errors, timeouts, concurrency, environment layering, schedules. None of it needs Redis or a
+socket, so these are unit tests; what only a real process shows (its stderr, the embedded
+Redis, a clean stop) is in test_startup.py."""
 
 from __future__ import annotations
 
@@ -16,107 +18,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.emulator.conftest import Emulator, child_env, write_template
+from local.startup import Prepared, ServeArgs
+from tests.emulator.apps_project import PARAMETER_OVERRIDES, SCHEDULE_SCALE, SHELL, write_project
+from tests.emulator.in_process import LogLines, emulator_log, prepared_for, running, start_app
 
-pytestmark = pytest.mark.process
-
-TEMPLATE = """\
-Parameters:
-  Greeting:
-    Type: String
-    Default: hello
-  Flavour:
-    Type: String
-    Default: plain
-    AllowedValues: [plain, spicy]
-Conditions:
-  IsSpicy: !Equals [!Ref Flavour, spicy]
-Globals:
-  Function:
-    Runtime: python3.12
-    CodeUri: @ROOT@
-    Timeout: 5
-    MemorySize: 256
-    Environment:
-      Variables:
-        GREETING: !Ref Greeting
-        FROM_GLOBALS: globals
-        SHARED_VAR: from-globals
-        REGION_SUB: !Sub "${AWS::Region}-${Greeting}"
-        JOINED: !Join [",", [a, b, !Select [1, !Split ["|", "x|y|z"]]]]
-        PICKED: !If [IsSpicy, hot, mild]
-        BUCKET: !Ref Bucket
-        ECHO_ARN: !GetAtt EchoFunction.Arn
-        OVERRIDDEN_BY_SHELL: template
-Resources:
-  Bucket:
-    Type: AWS::S3::Bucket
-  EchoFunction:
-    Type: AWS::Serverless::Function
-    Properties:
-      Handler: tests.emulator.apps.echo
-      MemorySize: 384
-      Environment:
-        Variables:
-          OWN_VAR: own
-          OTHER_FUNCTION: !Ref RecordFunction
-      Events:
-        Post:
-          Type: HttpApi
-          Properties: {Path: "/echo/{id}", Method: POST}
-        Files:
-          Type: HttpApi
-          Properties: {Path: "/files/{proxy+}", Method: GET}
-        Anything:
-          Type: HttpApi
-          Properties: {Path: /any, Method: ANY}
-  BoomFunction:
-    Type: AWS::Serverless::Function
-    Properties:
-      Handler: tests.emulator.apps.boom
-      Events:
-        Boom:
-          Type: HttpApi
-          Properties: {Path: /boom, Method: GET}
-  SlowFunction:
-    Type: AWS::Serverless::Function
-    Properties:
-      Handler: tests.emulator.apps.slow
-      Timeout: 1
-      Events:
-        Slow:
-          Type: HttpApi
-          Properties: {Path: /slow, Method: GET}
-  ShapeFunction:
-    Type: AWS::Serverless::Function
-    Properties:
-      Handler: tests.emulator.apps.shape
-      Events:
-        Shape:
-          Type: HttpApi
-          Properties: {Path: "/shape/{kind}", Method: GET}
-  PowertoolsFunction:
-    Type: AWS::Serverless::Function
-    Properties:
-      Handler: tests.emulator.apps.powertools
-      Events:
-        Named:
-          Type: HttpApi
-          Properties: {Path: "/powertools/{name}", Method: GET}
-  RecordFunction:
-    Type: AWS::Serverless::Function
-    Properties:
-      Handler: tests.emulator.apps.record
-      Events:
-        Often:
-          Type: Schedule
-          Properties:
-            Schedule: rate(1 minute)
-        Daily:
-          Type: ScheduleV2
-          Properties:
-            ScheduleExpression: cron(0 12 * * ? *)
-"""
+# Nothing listens there: the tiny handlers never use Redis, and a unit test may not connect.
+NO_REDIS = "redis://127.0.0.1:1/0"
 
 
 @pytest.fixture(scope="module")
@@ -125,28 +32,29 @@ def record_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory, record_file: Path) -> Iterator[Emulator]:
+def args(tmp_path_factory: pytest.TempPathFactory, record_file: Path) -> ServeArgs:
     workdir = tmp_path_factory.mktemp("behaviour")
-    template = write_template(workdir, TEMPLATE)
-    env_file = workdir / "env.json"
-    env_file.write_text(json.dumps({
-        "Parameters": {"FROM_FILE": "file", "SHARED_VAR": "from-file", "RECORD_FILE": str(record_file)},
-        "EchoFunction": {"OWN_VAR": "own-from-file", "MODE": "echo-mode"},
-        "RecordFunction": {"MODE": "record-mode"},
-    }))
-    emulator = Emulator(workdir, [
-        "--template", str(template), "--env-vars", str(env_file), "--data-dir", str(workdir / "data"),
-        "--parameter-overrides", "Greeting=hi", "--schedule-scale", "600",
-    ], child_env(OVERRIDDEN_BY_SHELL="shell")).start()
-    yield emulator
-    assert emulator.stop() == 0, emulator.stderr
-    # The embedded Redis went away with it (its owner file is removed on a clean stop).
-    assert not (workdir / "data" / "redis" / "owner.json").exists()
+    template, env_file = write_project(workdir, record_file)
+    return ServeArgs(template=template, env_vars=env_file, data_dir=workdir / "data",
+                     parameter_overrides=PARAMETER_OVERRIDES, schedule_scale=SCHEDULE_SCALE)
+
+
+@pytest.fixture(scope="module")
+def prepared(args: ServeArgs) -> Prepared:
+    return prepared_for(args, NO_REDIS, **SHELL)
 
 
 @pytest.fixture
-def client(emulator: Emulator) -> Iterator[httpx.Client]:
-    with emulator.client() as client:
+def log() -> Iterator[LogLines]:
+    with emulator_log() as lines:
+        yield lines
+
+
+@pytest.fixture
+def client(args: ServeArgs, prepared: Prepared, monkeypatch: pytest.MonkeyPatch,
+           log: LogLines) -> Iterator[httpx.Client]:
+    app = start_app(args, prepared, monkeypatch, redis_description=NO_REDIS)
+    with running(app) as client:
         yield client
 
 
@@ -226,11 +134,11 @@ def test_context_is_lambda_like(client: httpx.Client) -> None:
     assert "[$LATEST]" in context["log_stream_name"]
 
 
-def test_environment_layers(client: httpx.Client, emulator: Emulator, record_file: Path) -> None:
+def test_environment_layers(client: httpx.Client, log: LogLines, record_file: Path) -> None:
     names = ["GREETING", "FROM_GLOBALS", "OWN_VAR", "FROM_FILE", "SHARED_VAR", "REGION_SUB", "JOINED", "PICKED",
              "BUCKET", "ECHO_ARN", "OTHER_FUNCTION", "OVERRIDDEN_BY_SHELL", "MODE", "RECORD_FILE", "REDIS_URL"]
     env = echo(client, params={"env": ",".join(names)})["env"]
-    assert env.pop("REDIS_URL").startswith("redis://127.0.0.1:")  # the embedded one
+    assert env.pop("REDIS_URL") == NO_REDIS  # the one Redis of the process
     assert env == {
         "GREETING": "hi",  # --parameter-overrides
         "FROM_GLOBALS": "globals",
@@ -248,20 +156,19 @@ def test_environment_layers(client: httpx.Client, emulator: Emulator, record_fil
         "RECORD_FILE": str(record_file),
     }
     # ...and start-up said so
-    assert "MODE differs between functions" in emulator.stderr
-    assert "Redis: embedded at redis://127.0.0.1:" in emulator.stderr
+    assert "MODE differs between functions" in log.text
 
 
-def test_handler_error_is_502_without_internals(client: httpx.Client, emulator: Emulator) -> None:
+def test_handler_error_is_502_without_internals(client: httpx.Client, log: LogLines) -> None:
     response = client.get("/boom")
     assert response.status_code == 502
     assert response.json() == {"message": "Internal Server Error"}
     assert "hunter2" not in response.text
     # The traceback is in the emulator's log, for the developer
     deadline = time.monotonic() + 5
-    while "hunter2" not in emulator.stderr and time.monotonic() < deadline:
+    while "hunter2" not in log.text and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert "RuntimeError: secret internal detail" in emulator.stderr
+    assert "RuntimeError: secret internal detail" in log.text
 
 
 def test_timeout_is_504(client: httpx.Client) -> None:
@@ -273,12 +180,11 @@ def test_timeout_is_504(client: httpx.Client) -> None:
     assert 0.9 < elapsed < 2.5  # the function's Timeout is 1 s
 
 
-def test_requests_are_served_concurrently(emulator: Emulator) -> None:
+def test_requests_are_served_concurrently(client: httpx.Client) -> None:
     results: list[int] = []
 
     def call() -> None:
-        with emulator.client() as client:
-            results.append(client.get("/slow", params={"seconds": "0.7"}).status_code)
+        results.append(client.get("/slow", params={"seconds": "0.7"}).status_code)
 
     threads = [threading.Thread(target=call) for _ in range(3)]
     started = time.monotonic()
@@ -291,14 +197,13 @@ def test_requests_are_served_concurrently(emulator: Emulator) -> None:
     assert elapsed < 1.6, f"3 x 0.7 s requests took {elapsed:.2f} s: not concurrent"
 
 
-def test_concurrent_powertools_requests_keep_their_own_event(emulator: Emulator) -> None:
+def test_concurrent_powertools_requests_keep_their_own_event(client: httpx.Client) -> None:
     # Powertools stores the current event class-wide; in Lambda one environment serves one
     # request at a time, so the emulator must give each concurrent request its own.
     answers: dict[str, Any] = {}
 
     def call(name: str) -> None:
-        with emulator.client() as client:
-            answers[name] = client.get(f"/powertools/{name}", params={"q": name}).json()
+        answers[name] = client.get(f"/powertools/{name}", params={"q": name}).json()
 
     threads = [threading.Thread(target=call, args=(f"n{i}",)) for i in range(12)]
     for thread in threads:
@@ -343,7 +248,7 @@ def _recorded(record_file: Path) -> list[Any]:
     return [json.loads(line) for line in record_file.read_text().splitlines() if line]
 
 
-def test_scaled_rate_schedule_fires_scheduled_events(record_file: Path) -> None:
+def test_scaled_rate_schedule_fires_scheduled_events(client: httpx.Client, record_file: Path) -> None:
     # rate(1 minute) at --schedule-scale 600 fires every 0.1 s
     deadline = time.monotonic() + 10
     while len(_recorded(record_file)) < 3 and time.monotonic() < deadline:

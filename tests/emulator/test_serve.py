@@ -1,6 +1,8 @@
-"""The real template.yaml behind the emulator: the preview story end to end over HTTP (enqueue,
-the worker renders, status, signed artifact download), the API key, metrics, OpenAPI, the
-schedule fire endpoint, and concurrent requests that each keep their own event."""
+"""The real template.yaml behind the emulator, its app driven in this process with a private
+Redis: the preview story end to end over HTTP (enqueue, the worker renders in the app's
+thread, status, signed artifact download), the API key, metrics, OpenAPI, the schedule fire
+endpoint, and concurrent requests that each keep their own event. A clean stop of the real
+process is in test_startup.py."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,32 +20,69 @@ import av
 import httpx
 import pytest
 import redis
+from starlette.applications import Starlette
 
 from local.redis_server import RedisServer
+from local.startup import Prepared, ServeArgs
 from shared.prometheus_metrics import PROMETHEUS_CONTENT_TYPE
 from tests.conftest import load_event
-from tests.emulator.conftest import Emulator, child_env
-
-pytestmark = pytest.mark.process
+from tests.emulator.in_process import URL, client_for, function_stdout, prepared_for, running, start_app
 
 KEY = "test-key-0123"
 AUTH = {"x-api-key": KEY}
 
 
 @pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory, private_redis: RedisServer) -> Iterator[Emulator]:
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("serve") / "data"
+
+
+@pytest.fixture(scope="module")
+def args(data_dir: Path) -> ServeArgs:
+    return ServeArgs(api_key=KEY, data_dir=data_dir)
+
+
+@pytest.fixture(scope="module")
+def prepared(args: ServeArgs, private_redis: RedisServer) -> Prepared:
     redis.Redis.from_url(private_redis.url).flushall()
-    workdir = tmp_path_factory.mktemp("serve")
-    emulator = Emulator(workdir, ["--api-key", KEY, "--data-dir", str(workdir / "data")],
-                        child_env(REDIS_URL=private_redis.url, PREVIEW_QUEUE_MAX="200")).start()
-    yield emulator
-    assert emulator.stop() == 0, emulator.stderr
+    return prepared_for(args, private_redis.url, PREVIEW_QUEUE_MAX="200")
 
 
 @pytest.fixture
-def client(emulator: Emulator) -> Iterator[httpx.Client]:
-    with emulator.client(headers=AUTH) as client:
+def app(args: ServeArgs, prepared: Prepared, private_redis: RedisServer,
+        monkeypatch: pytest.MonkeyPatch) -> Starlette:
+    return start_app(args, prepared, monkeypatch, redis_description=private_redis.url)
+
+
+@pytest.fixture
+def stdout() -> Iterator[io.StringIO]:
+    """What a real emulator would print on its stdout: the functions' log lines."""
+    with function_stdout() as lines:
+        yield lines
+
+
+@pytest.fixture
+def client(app: Starlette, stdout: io.StringIO) -> Iterator[httpx.Client]:
+    """With the API key, on the app started (its worker's first heartbeat in), stopped after."""
+    with running(app, headers=AUTH) as client:
+        wait_for_heartbeat(client)
         yield client
+
+
+@pytest.fixture
+def anonymous(app: Starlette, client: httpx.Client) -> Iterator[httpx.Client]:
+    """Without a key, on the app `client` has started (not entered: one start-up is enough)."""
+    anonymous = client_for(app)
+    yield anonymous
+    anonymous.close()
+
+
+def wait_for_heartbeat(client: httpx.Client, timeout: float = 10) -> None:
+    """The long-running worker starts with the app, in a thread of its own; its first
+    heartbeat follows within moments."""
+    deadline = time.monotonic() + timeout
+    while client.get("/api/preview/worker/health").status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def payload(job_id: str) -> dict[str, Any]:
@@ -59,7 +99,8 @@ def wait_for_state(client: httpx.Client, job_id: str, state: str, timeout: float
         time.sleep(0.1)
 
 
-def test_preview_end_to_end(client: httpx.Client, emulator: Emulator) -> None:
+def test_preview_end_to_end(client: httpx.Client, anonymous: httpx.Client, data_dir: Path,
+                            stdout: io.StringIO) -> None:
     # Given the sample job of the fixtures
     body = load_event("enqueue_job", "render")["body"]
     # When it is enqueued
@@ -67,7 +108,7 @@ def test_preview_end_to_end(client: httpx.Client, emulator: Emulator) -> None:
     assert response.status_code == 202, response.text
     admitted = response.json()
     job_id = admitted["jobId"]
-    assert admitted["statusUrl"] == f"{emulator.url}/api/preview/job/{job_id}/status"
+    assert admitted["statusUrl"] == f"{URL}/api/preview/job/{job_id}/status"
     assert response.headers["location"] == admitted["statusUrl"]
     # Then the long-running worker renders it
     status = wait_for_state(client, job_id, "completed")
@@ -76,42 +117,55 @@ def test_preview_end_to_end(client: httpx.Client, emulator: Emulator) -> None:
     artifact = client.get(f"/api/preview/job/{job_id}/artifact")
     assert artifact.status_code == 200, artifact.text
     document = artifact.json()
-    with httpx.Client(timeout=30) as anonymous:
-        video = anonymous.get(document["url"])
-        assert video.status_code == 200
-        assert video.headers["content-type"] == "video/mp4"
-        with av.open(io.BytesIO(video.content), mode="r") as container:
-            kinds = {stream.type for stream in container.streams}
-            frames = len(list(container.decode(video=0)))
-        assert kinds == {"video", "audio"} and frames >= 3
-        files = {f["name"]: f for f in document["files"]}
-        poster = anonymous.get(files["poster.png"]["url"])
-        assert poster.headers["content-type"] == "image/png"
-        assert len(poster.content) == files["poster.png"]["bytes"]
-        # A tampered or missing signature grants nothing
-        url = urlsplit(document["url"])
-        assert anonymous.get(f"{emulator.url}{url.path}?{url.query[:-4]}0000").status_code == 403
-        assert anonymous.get(f"{emulator.url}{url.path}").status_code == 403
-        # A genuine link to a file that is gone: 404
-        captions = urlsplit(files["captions.vtt"]["url"])
-        (emulator.data_dir / captions.path.removeprefix("/artifacts/")).unlink()
-        assert anonymous.get(files["captions.vtt"]["url"]).status_code == 404
+    video = anonymous.get(document["url"])
+    assert video.status_code == 200
+    assert video.headers["content-type"] == "video/mp4"
+    with av.open(io.BytesIO(video.content), mode="r") as container:
+        kinds = {stream.type for stream in container.streams}
+        frames = len(list(container.decode(video=0)))
+    assert kinds == {"video", "audio"} and frames >= 3
+    files = {f["name"]: f for f in document["files"]}
+    poster = anonymous.get(files["poster.png"]["url"])
+    assert poster.headers["content-type"] == "image/png"
+    assert len(poster.content) == files["poster.png"]["bytes"]
+    # A tampered or missing signature grants nothing
+    url = urlsplit(document["url"])
+    assert anonymous.get(f"{URL}{url.path}?{url.query[:-4]}0000").status_code == 403
+    assert anonymous.get(f"{URL}{url.path}").status_code == 403
+    # A genuine link to a file that is gone: 404
+    captions = urlsplit(files["captions.vtt"]["url"])
+    (data_dir / captions.path.removeprefix("/artifacts/")).unlink()
+    assert anonymous.get(files["captions.vtt"]["url"]).status_code == 404
     # The enqueue kick reached the render worker function as an async invoke
-    assert '"trigger":"preview.enqueue"' in emulator.stdout
+    assert '"trigger":"preview.enqueue"' in stdout.getvalue()
 
 
-def test_api_key_guards_every_route_but_health(emulator: Emulator) -> None:
-    with emulator.client() as anonymous:
-        for method, path in (("GET", "/api/preview/queue/metrics"), ("POST", "/api/preview/job"),
-                             ("GET", "/api/preview/job/x/status"), ("GET", "/metrics")):
-            response = anonymous.request(method, path)
-            assert (response.status_code, response.json()) == (401, {"message": "Unauthorized"}), path
-        assert anonymous.get("/api/preview/queue/metrics", headers={"x-api-key": "wrong"}).status_code == 401
-        assert anonymous.get("/api/preview/worker/health").status_code in (200, 503)
-        assert anonymous.get("/openapi.json").status_code == 200
-        assert anonymous.get("/api/preview/queue/metrics", headers=AUTH).status_code == 200
-        bearer = {"authorization": f"Bearer {KEY}"}
-        assert anonymous.get("/api/preview/queue/metrics", headers=bearer).status_code == 200
+def test_banner_names_routes_schedules_and_the_worker(capsys: pytest.CaptureFixture[str], client: httpx.Client,
+                                                     private_redis: RedisServer) -> None:
+    assert capsys.readouterr().err.splitlines() == [
+        f"Preview service emulator on {URL} (docs: /docs, metrics: /metrics, Redis: {private_redis.url})",
+        "  POST /api/preview/job                         -> EnqueueJobFunction  [api key]",
+        "  GET /api/preview/job/{jobId}/status           -> JobStatusFunction  [api key]",
+        "  GET /api/preview/job/{jobId}/artifact         -> JobArtifactFunction  [api key]",
+        "  GET /api/preview/queue/metrics                -> QueueMetricsFunction  [api key]",
+        "  GET /api/preview/worker/health                -> WorkerHealthFunction",
+        "  rate(1 minute)                                -> RenderWorkerFunction",
+        "  rate(5 minutes)                               -> HealthProbeFunction",
+        "  long-running worker (2 job loops) -> RenderWorkerFunction",
+    ]
+
+
+def test_api_key_guards_every_route_but_health(anonymous: httpx.Client) -> None:
+    for method, path in (("GET", "/api/preview/queue/metrics"), ("POST", "/api/preview/job"),
+                         ("GET", "/api/preview/job/x/status"), ("GET", "/metrics")):
+        response = anonymous.request(method, path)
+        assert (response.status_code, response.json()) == (401, {"message": "Unauthorized"}), path
+    assert anonymous.get("/api/preview/queue/metrics", headers={"x-api-key": "wrong"}).status_code == 401
+    assert anonymous.get("/api/preview/worker/health").status_code in (200, 503)
+    assert anonymous.get("/openapi.json").status_code == 200
+    assert anonymous.get("/api/preview/queue/metrics", headers=AUTH).status_code == 200
+    bearer = {"authorization": f"Bearer {KEY}"}
+    assert anonymous.get("/api/preview/queue/metrics", headers=bearer).status_code == 200
 
 
 def test_metrics_are_prometheus_text(client: httpx.Client) -> None:
@@ -136,7 +190,7 @@ def _refs(node: Any) -> Iterator[str]:
             yield from _refs(value)
 
 
-def test_openapi_and_docs(client: httpx.Client) -> None:
+def test_openapi_and_docs(client: httpx.Client, anonymous: httpx.Client) -> None:
     document = client.get("/openapi.json").json()
     assert document["openapi"].startswith("3.")
     assert {path: sorted(ops) for path, ops in document["paths"].items()} == {
@@ -170,11 +224,10 @@ def test_openapi_and_docs(client: httpx.Client) -> None:
     # The page's scripts come from this server (works offline), without the API key.
     assets = re.findall(r'(?:src|href)="(/docs/assets/[^"]+)"', docs.text)
     assert len(assets) == 2 and "cdn." not in docs.text
-    with httpx.Client(base_url=str(client.base_url)) as anonymous:
-        for asset in assets:
-            response = anonymous.get(asset)
-            assert response.status_code == 200 and len(response.content) > 1000, asset
-        assert anonymous.get("/docs/assets/%2e%2e/%2e%2e/template.yaml").status_code == 404
+    for asset in assets:
+        response = anonymous.get(asset)
+        assert response.status_code == 200 and len(response.content) > 1000, asset
+    assert anonymous.get("/docs/assets/%2e%2e/%2e%2e/template.yaml").status_code == 404
 
 
 def test_fire_endpoint_runs_the_health_probe(client: httpx.Client) -> None:
@@ -189,20 +242,18 @@ def test_fire_endpoint_runs_the_health_probe(client: httpx.Client) -> None:
     assert client.post("/_emulator/schedules/health_probe/fire").status_code == 200
 
 
-def test_concurrent_requests_each_keep_their_own_event(emulator: Emulator) -> None:
+def test_concurrent_requests_each_keep_their_own_event(client: httpx.Client) -> None:
     # Powertools keeps the current event in one class-wide slot; the emulator must not let
     # concurrent requests read each other's.
     answers: dict[str, tuple[int, dict[str, Any]]] = {}
 
     def status(job_id: str) -> None:
-        with emulator.client(headers=AUTH) as client:
-            response = client.get(f"/api/preview/job/{job_id}/status")
-            answers[job_id] = (response.status_code, response.json())
+        response = client.get(f"/api/preview/job/{job_id}/status")
+        answers[job_id] = (response.status_code, response.json())
 
     def enqueue(job_id: str) -> None:
-        with emulator.client(headers=AUTH) as client:
-            response = client.post("/api/preview/job", json=payload(job_id))
-            answers[job_id] = (response.status_code, response.json())
+        response = client.post("/api/preview/job", json=payload(job_id))
+        answers[job_id] = (response.status_code, response.json())
 
     threads = [threading.Thread(target=status, args=(f"unknown-{i}",)) for i in range(24)]
     threads += [threading.Thread(target=enqueue, args=(f"concurrent-{i}",)) for i in range(12)]

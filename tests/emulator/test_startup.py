@@ -1,13 +1,18 @@
-"""Start-up failures are one clear line on stderr and exit status 2."""
+"""`python -m local serve` as a real process: start-up failures are one clear line on stderr
+and exit status 2; a server that started says what it found on stderr, serves, and stops
+cleanly on SIGTERM (exit status 0, its embedded Redis stopped)."""
 
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.emulator.conftest import child_env, run_local, write_template
+from local.redis_server import RedisServer
+from tests.emulator.apps_project import PARAMETER_OVERRIDES, SCHEDULE_SCALE, SHELL, write_project
+from tests.emulator.conftest import Emulator, child_env, run_local, write_template
 
 pytestmark = pytest.mark.process
 
@@ -87,3 +92,41 @@ def test_bad_env_file(tmp_path: Path) -> None:
 def test_handler_import_error_under_reload(tmp_path: Path) -> None:
     template = write_template(tmp_path, FUNCTION.format(handler="      Handler: tests.emulator.missing.handler"))
     assert "cannot import handler of HelloFunction" in fails(["--template", str(template), "--reload"], tmp_path)
+
+
+@pytest.mark.slow
+def test_serves_and_stops_cleanly(tmp_path: Path) -> None:
+    # Given the tiny handlers' project, with no REDIS_URL: the data folder's embedded Redis
+    template, env_file = write_project(tmp_path, tmp_path / "events.jsonl")
+    overrides = [f"{name}={value}" for name, value in PARAMETER_OVERRIDES.items()]
+    emulator = Emulator(tmp_path, [
+        "--template", str(template), "--env-vars", str(env_file), "--data-dir", str(tmp_path / "data"),
+        "--parameter-overrides", *overrides, "--schedule-scale", str(SCHEDULE_SCALE),
+    ], child_env(**SHELL)).start()
+    try:
+        with emulator.client() as client:
+            assert client.get("/boom").status_code == 502
+        # The traceback is in the emulator's log, for the developer
+        deadline = time.monotonic() + 5
+        while "hunter2" not in emulator.stderr and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "RuntimeError: secret internal detail" in emulator.stderr
+    finally:
+        assert emulator.stop() == 0, emulator.stderr
+    # Start-up said what it found
+    assert "MODE differs between functions" in emulator.stderr
+    assert "Redis: embedded at redis://127.0.0.1:" in emulator.stderr
+    # The embedded Redis went away with it (its owner file is removed on a clean stop).
+    assert not (tmp_path / "data" / "redis" / "owner.json").exists()
+
+
+@pytest.mark.slow
+def test_the_service_stops_cleanly_with_its_worker(tmp_path: Path, private_redis: RedisServer) -> None:
+    emulator = Emulator(tmp_path, ["--api-key", "test-key-0123", "--data-dir", str(tmp_path / "data")],
+                        child_env(REDIS_URL=private_redis.url)).start()
+    try:
+        with emulator.client() as client:
+            assert client.get("/api/preview/worker/health").status_code in (200, 503)
+        assert "long-running worker (2 job loops) -> RenderWorkerFunction" in emulator.stderr
+    finally:
+        assert emulator.stop() == 0, emulator.stderr

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from local.environment import EnvFile, function_environment, shared_environment, worker_function
-from local.schedules import Cron, Rate, ScheduleError, parse_expression
 from local.errors import TemplateError
+from local.schedules import Cron, Rate, ScheduleError, parse_expression
 from local.template import load_template
 from tests.conftest import ROOT
 
