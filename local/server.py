@@ -151,12 +151,14 @@ def is_health_route(route: HttpRoute) -> bool:
 
 
 class Emulator:
+    """The gateway of one template; `app()` is its Starlette app."""
+
     def __init__(self, template: Template, runtime: FunctionRuntime, options: ServerOptions,
                  extras: Extras | None = None) -> None:
         self.template = template
         self.runtime = runtime
         self.options = options
-        self.extras = extras or Extras()
+        self.extras = extras if extras is not None else Extras()
         self.scheduler: Scheduler | None = None
         self._open_paths = {route.path for route in template.routes() if is_health_route(route)}
         self._swagger_ui = swagger_ui_dir()

@@ -171,6 +171,7 @@ def test_handler_error_is_502_without_internals(client: httpx.Client, log: LogLi
     assert "RuntimeError: secret internal detail" in log.text
 
 
+@pytest.mark.slow  # waits out the function's Timeout on purpose
 def test_timeout_is_504(client: httpx.Client) -> None:
     started = time.monotonic()
     response = client.get("/slow", params={"seconds": "3"})
@@ -180,6 +181,7 @@ def test_timeout_is_504(client: httpx.Client) -> None:
     assert 0.9 < elapsed < 2.5  # the function's Timeout is 1 s
 
 
+@pytest.mark.slow  # three answers that take 0.7 s each, on purpose
 def test_requests_are_served_concurrently(client: httpx.Client) -> None:
     results: list[int] = []
 
