@@ -196,8 +196,8 @@ def measure_overhead(samples: int) -> dict[str, float]:
     from local import environment, isolation
     from local.events import LambdaContext, http_event
     from local.runtime import FunctionRuntime
-    from local.serve import ServeArgs, prepare, shell_environment
     from local.server import Emulator, ServerOptions
+    from local.startup import ServeArgs, prepare, shell_environment
 
     args = ServeArgs(template=TEMPLATE)
     prepared = prepare(args, shell_environment(args))
@@ -206,7 +206,7 @@ def measure_overhead(samples: int) -> dict[str, float]:
     runtime = FunctionRuntime(template)
     runtime.load()
     isolation.install()
-    app = Emulator(template, runtime, ServerOptions(schedules=False, worker=False)).app()
+    app = Emulator(template, runtime, ServerOptions(schedules=False)).app()
     route = next(r for r in template.routes() if r.route_key == STATUS_ROUTE)
     spec = template.functions[route.function]
     handler = runtime.handlers[spec.logical_id]
