@@ -13,6 +13,7 @@ from typing import Any
 import redis
 
 from bench import harness
+from shared import redis_client
 from shared.contract import JobRequest
 from shared.queue import JobQueue
 from shared.settings import Settings
@@ -65,15 +66,8 @@ def make_settings(url: str, queue_name: str, data_dir: Path) -> Settings:
 
 
 def make_client(settings: Settings, *, blocking: bool = False) -> redis.Redis:
-    """A client with the service's options (see shared.redis_client), owned by the bench so it
-    can be closed without touching the service's process-wide client cache."""
-    timeout = settings.redis_timeout_ms / 1000
-    return redis.Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=timeout,
-        socket_timeout=None if blocking else timeout,
-        decode_responses=True,
-    )
+    """A client exactly as the service makes it, owned (and closed) by the bench."""
+    return redis_client.connect(settings, blocking=blocking)
 
 
 class QueueBench:

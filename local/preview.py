@@ -28,9 +28,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("local.preview")
 
-ARTIFACTS = "/artifacts/"
-
-
 @dataclass(frozen=True)
 class PreviewOptions:
     redis: str = ""  # how Redis is provided, for the banner
@@ -48,14 +45,18 @@ class PreviewExtras(Extras):
         self.worker_thread: threading.Thread | None = None
 
     def routes(self) -> Sequence[BaseRoute]:
+        from shared.artifacts.signing import ROUTE
+
         return (
-            Route(ARTIFACTS + "{path:path}", self.artifact, methods=["GET"]),
+            Route(ROUTE + "{path:path}", self.artifact, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
         )
 
     def is_open(self, path: str) -> bool:
+        from shared.artifacts.signing import ROUTE
+
         # An artifact link is authorised by its own signature.
-        return path.startswith(ARTIFACTS)
+        return path.startswith(ROUTE)
 
     def banner_facts(self) -> Sequence[str]:
         return ("metrics: /metrics", f"Redis: {self.options.redis}")

@@ -302,8 +302,9 @@ class Emulator:
         finally:
             if self.scheduler:
                 self.scheduler.stop()
-            await asyncio.get_running_loop().run_in_executor(None, self.extras.stop)
+            # No new invocation starts once the extras begin to let go of what functions use.
             self.runtime.shutdown()
+            await asyncio.get_running_loop().run_in_executor(None, self.extras.stop)
 
     def _start_schedules(self) -> None:
         enabled = {s.key: s for s in self.template.schedules() if s.enabled}

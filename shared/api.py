@@ -20,6 +20,8 @@ from shared.observability import ColdStart, invocation_context, logger, record_f
 
 JSON = "application/json"
 JOB_ROUTE = "/api/preview/job"
+QUEUE_METRICS_ROUTE = "/api/preview/queue/metrics"
+WORKER_HEALTH_ROUTE = "/api/preview/worker/health"
 
 
 def job_url(origin: str, job_id: str, what: str) -> str:

@@ -25,10 +25,6 @@ SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "preview-job.
 SCHEMA: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
 
 
-def load_schema() -> dict[str, Any]:
-    return SCHEMA
-
-
 # --------------------------------------------------------------------------- limits
 
 _DEFS = SCHEMA["definitions"]
@@ -38,6 +34,8 @@ _OPTIONS = _DEFS["options"]["properties"]
 
 # What the schema states, read from it so that the two can never disagree.
 MAX_STEPS: int = _REQUEST["steps"]["maxItems"]
+MAX_ASSETS: int = _REQUEST["assets"]["maxItems"]
+ASSET_TYPES: tuple[str, ...] = tuple(_DEFS["asset"]["properties"]["type"]["enum"])
 MIN_STEP_SECONDS: float = _STEP["durationSec"]["minimum"]
 MAX_STEP_SECONDS: float = _STEP["durationSec"]["maximum"]
 DEFAULT_STEP_SECONDS: float = _STEP["durationSec"]["default"]
@@ -50,6 +48,9 @@ DEFAULT_RESOLUTION: str = _OPTIONS["resolution"]["default"]
 DEFAULT_INCLUDE_CAPTIONS: bool = _OPTIONS["includeCaptions"]["default"]
 DEFAULT_MUSIC_VOLUME: float = _DEFS["audio"]["properties"]["musicVolume"]["default"]
 DEFAULT_PRIORITY: str = SCHEMA["properties"]["priority"]["default"]
+PRIORITIES: tuple[str, ...] = tuple(SCHEMA["properties"]["priority"]["enum"])
+MIN_MUSIC_VOLUME: float = _DEFS["audio"]["properties"]["musicVolume"]["minimum"]
+MAX_MUSIC_VOLUME: float = _DEFS["audio"]["properties"]["musicVolume"]["maximum"]
 
 # What a JSON Schema cannot express.
 MAX_TOTAL_SECONDS = 600
@@ -212,23 +213,26 @@ def _reference(path: str, ref: str, kind: str, assets: Mapping[str, Mapping[str,
 def semantic_errors(document: Mapping[str, Any], settings: Settings) -> list[Problem]:
     """Rules beyond the schema (for a schema-valid document): references, limits, where
     assets may come from."""
+    return _rules(document) + config_errors(document, settings)
+
+
+def _rules(document: Mapping[str, Any]) -> list[Problem]:
+    """The rules beyond the schema that no configuration changes."""
     errors: list[Problem] = []
     request = document["previewRequest"]
     assets: dict[str, Mapping[str, Any]] = {}
-    for i, asset in enumerate(request["assets"]):
+    for i, asset in enumerate(request.get("assets", [])):
         if asset["id"] in assets:
             errors.append({"path": f"/previewRequest/assets/{i}/id",
                            "message": f"asset id {asset['id']!r} is used by more than one asset"})
         assets[asset["id"]] = asset
         try:
-            problem = bucket_problem(classify_uri(asset["uri"]), settings)
+            classify_uri(asset["uri"])
         except UriRefused as exc:
-            problem = str(exc)
-        if problem:
-            errors.append({"path": f"/previewRequest/assets/{i}/uri", "message": problem})
+            errors.append({"path": f"/previewRequest/assets/{i}/uri", "message": str(exc)})
 
     total = 0.0
-    for i, step in enumerate(request["steps"]):
+    for i, step in enumerate(request.get("steps", [])):
         total += float(step.get("durationSec", DEFAULT_STEP_SECONDS))
         ref = step.get("asset")
         if ref is not None:
@@ -238,7 +242,7 @@ def semantic_errors(document: Mapping[str, Any], settings: Settings) -> list[Pro
                        "message": f"total duration {total:g} s exceeds {MAX_TOTAL_SECONDS} s"})
 
     for role in ("narration", "music"):
-        ref = request["audio"].get(role)
+        ref = request.get("audio", {}).get(role)
         if ref is not None:
             errors.extend(_reference(f"/previewRequest/audio/{role}", ref, "audio", assets))
 
@@ -258,8 +262,8 @@ def config_errors(document: Mapping[str, Any], settings: Settings) -> list[Probl
     for i, asset in enumerate((document.get("previewRequest") or {}).get("assets") or []):
         try:
             problem = bucket_problem(classify_uri(str(asset.get("uri", ""))), settings)
-        except UriRefused as exc:
-            problem = str(exc)
+        except UriRefused:
+            continue  # not configuration: the typed read refuses it
         if problem:
             errors.append({"path": f"/previewRequest/assets/{i}/uri", "message": problem})
     return errors
@@ -279,11 +283,6 @@ def validate_payload(document: Any, settings: Settings) -> dict[str, Any]:
     _raise_if(errors)
     result: dict[str, Any] = document
     return result
-
-
-def parse(document: Any, settings: Settings) -> JobRequest:
-    """Validate, then the typed request (what a dry run or a test starts from)."""
-    return JobRequest.from_payload(validate_payload(document, settings))
 
 
 # --------------------------------------------------------------------------- the typed request
@@ -337,44 +336,141 @@ class JobRequest:
         return self.steps_ms if self.steps else TITLE_CARD_SECONDS * 1000
 
     @classmethod
-    def from_payload(cls, payload: Mapping[str, Any]) -> JobRequest:
-        """The typed request of a payload that passed `validate_payload` (at admission). A
-        stored payload that no longer reads as one raises `InvalidPayload`."""
-        try:
-            return cls._read(payload)
-        except InvalidPayload:
-            raise
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise InvalidPayload("the job payload is malformed", [
-                {"path": "/", "message": f"does not read as a preview job ({type(exc).__name__}: {exc})"}]) from None
-
-    @classmethod
-    def _read(cls, payload: Mapping[str, Any]) -> JobRequest:
-        request = payload["previewRequest"]
-        options = request.get("options") or {}
-        audio = request.get("audio") or {}
-        fps = options.get("fps", DEFAULT_FPS)
-        if isinstance(fps, bool) or not isinstance(fps, int):
-            # JSON Schema counts 30.0 as an integer; frame arithmetic needs a real one.
-            _raise_if([{"path": "/previewRequest/options/fps",
-                        "message": f"fps {fps!r} must be an integer from {MIN_FPS} to {MAX_FPS}"}])
-        width, height = (int(v) for v in str(options.get("resolution", DEFAULT_RESOLUTION)).split("x"))
+    def from_payload(cls, payload: Any) -> JobRequest:
+        """The typed request of a stored payload. Admission has checked it against the whole
+        contract; this read trusts no more than it must: every value it uses must have the type
+        and range the contract gives, and the rules beyond the schema must hold, else
+        `InvalidPayload` lists what does not (a job stored by any other way than admission
+        fails for a reason, never renders wrongly or crashes). Far cheaper than the schema."""
+        read = _Reader()
+        request = read.mapping(payload, "")
+        body = read.mapping(request.get("previewRequest"), "/previewRequest")
+        options = read.mapping(body.get("options", {}), "/previewRequest/options")
+        audio = read.mapping(body.get("audio", {}), "/previewRequest/audio")
+        raw_steps = read.items(body.get("steps", []), "/previewRequest/steps", MAX_STEPS)
+        raw_assets = read.items(body.get("assets", []), "/previewRequest/assets", MAX_ASSETS)
         steps = tuple(
-            Step(index=i, duration_ms=round(float(raw.get("durationSec", DEFAULT_STEP_SECONDS)) * 1000),
-                 title=_text(raw.get("title")), text=_text(raw.get("text")), asset=raw.get("asset"))
-            for i, raw in enumerate(request.get("steps") or [])
+            Step(index=i,
+                 duration_ms=round(1000 * read.number(raw.get("durationSec"), f"{where}/durationSec",
+                                                      MIN_STEP_SECONDS, MAX_STEP_SECONDS, DEFAULT_STEP_SECONDS)),
+                 title=_text(read.string(raw.get("title"), f"{where}/title")),
+                 text=_text(read.string(raw.get("text"), f"{where}/text")),
+                 asset=read.string(raw.get("asset"), f"{where}/asset"))
+            for i, raw in enumerate(raw_steps) for where in (f"/previewRequest/steps/{i}",))
+        assets: dict[str, Asset] = {}
+        for i, raw in enumerate(raw_assets):
+            where = f"/previewRequest/assets/{i}"
+            asset_id = read.identifier(raw.get("id"), f"{where}/id")
+            kind = read.choice(raw.get("type"), f"{where}/type", ASSET_TYPES, None)
+            uri = read.string(raw.get("uri"), f"{where}/uri", required=True)
+            if asset_id and kind and uri:
+                assets.setdefault(asset_id, Asset(asset_id, kind, uri))  # type: ignore[arg-type]
+        resolution = read.string(options.get("resolution"), "/previewRequest/options/resolution") or DEFAULT_RESOLUTION
+        if not _ecma_regex(_OPTIONS["resolution"]["pattern"]).search(resolution):
+            read.problem("/previewRequest/options/resolution",
+                         f"resolution {_short(resolution)} must look like {DEFAULT_RESOLUTION} (width x height)")
+            resolution = DEFAULT_RESOLUTION
+        width, height = (int(v) for v in resolution.split("x"))
+        typed = cls(
+            job_id=read.identifier(request.get("jobId"), "/jobId"),
+            project_id=read.identifier(request.get("projectId"), "/projectId"),
+            request_id=read.string(request.get("requestId"), "/requestId") or "",
+            dry_run=read.boolean(request.get("dryRun"), "/dryRun", False),
+            priority=read.choice(request.get("priority"), "/priority", PRIORITIES, DEFAULT_PRIORITY),
+            title=_text(read.string(body.get("title"), "/previewRequest/title")),
+            description=_text(read.string(body.get("description"), "/previewRequest/description")),
+            steps=steps, assets=assets,
+            narration=read.string(audio.get("narration"), "/previewRequest/audio/narration"),
+            music=read.string(audio.get("music"), "/previewRequest/audio/music"),
+            music_volume=read.number(audio.get("musicVolume"), "/previewRequest/audio/musicVolume",
+                                     MIN_MUSIC_VOLUME, MAX_MUSIC_VOLUME, DEFAULT_MUSIC_VOLUME),
+            width=width, height=height,
+            fps=read.integer(options.get("fps"), "/previewRequest/options/fps", MIN_FPS, MAX_FPS, DEFAULT_FPS),
+            format=read.choice(options.get("format"), "/previewRequest/options/format", FORMATS, DEFAULT_FORMAT),
+            include_captions=read.boolean(options.get("includeCaptions"), "/previewRequest/options/includeCaptions",
+                                          DEFAULT_INCLUDE_CAPTIONS),
         )
-        assets = {str(a["id"]): Asset(str(a["id"]), a["type"], str(a["uri"])) for a in request.get("assets") or []}
-        return cls(
-            job_id=str(payload["jobId"]), project_id=str(payload["projectId"]),
-            request_id=str(payload.get("requestId", "")), dry_run=bool(payload.get("dryRun", False)),
-            priority=str(payload.get("priority", DEFAULT_PRIORITY)),
-            title=_text(request.get("title")), description=_text(request.get("description")),
-            steps=steps, assets=assets, narration=audio.get("narration"), music=audio.get("music"),
-            music_volume=float(audio.get("musicVolume", DEFAULT_MUSIC_VOLUME)),
-            width=width, height=height, fps=fps, format=str(options.get("format", DEFAULT_FORMAT)),
-            include_captions=bool(options.get("includeCaptions", DEFAULT_INCLUDE_CAPTIONS)),
-        )
+        _raise_if(read.errors, "the job payload does not read as a preview job")
+        _raise_if(_rules(payload), "the job payload breaks the contract")
+        return typed
+
+
+class _Reader:
+    """Reads values of a payload, collecting a problem (in the schema's words) for each one that
+    is not of the type and range the contract gives. Absent values take their default."""
+
+    def __init__(self) -> None:
+        self.errors: list[Problem] = []
+
+    def problem(self, path: str, message: str) -> None:
+        self.errors.append({"path": path or "/", "message": message})
+
+    def mapping(self, value: Any, path: str) -> Mapping[str, Any]:
+        if isinstance(value, Mapping):
+            return value
+        self.problem(path, f"{_short(value)} is not of type 'object'")
+        return {}
+
+    def items(self, value: Any, path: str, most: int) -> list[Mapping[str, Any]]:
+        if not isinstance(value, list):
+            self.problem(path, f"{_short(value)} is not of type 'array'")
+            return []
+        if len(value) > most:
+            self.problem(path, f"has {len(value)} items, more than the maximum of {most}")
+        return [self.mapping(item, f"{path}/{i}") for i, item in enumerate(value)]
+
+    def string(self, value: Any, path: str, *, required: bool = False) -> str | None:
+        if value is None and not required:
+            return None
+        if isinstance(value, str) and (value or not required):
+            return value
+        self.problem(path, f"{_short(value)} is not of type 'string'")
+        return None
+
+    def identifier(self, value: Any, path: str) -> str:
+        if is_id(value):
+            return str(value)
+        self.problem(path, ID_RULE)
+        return ""
+
+    def number(self, value: Any, path: str, low: float, high: float, default: float) -> float:
+        if value is None:
+            return float(default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            self.problem(path, f"{_short(value)} is not of type 'number'")
+            return float(default)
+        if not low <= value <= high:
+            self.problem(path, f"{value!r} is not between the minimum of {low:g} and the maximum of {high:g}")
+            return float(default)
+        return float(value)
+
+    def integer(self, value: Any, path: str, low: int, high: int, default: int) -> int:
+        if value is None:
+            return default
+        # JSON Schema counts 30.0 as an integer; frame arithmetic needs a real one.
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.problem(path, f"{_short(value)} must be an integer from {low} to {high}")
+            return default
+        if not low <= value <= high:
+            self.problem(path, f"{value!r} must be an integer from {low} to {high}")
+            return default
+        return value
+
+    def boolean(self, value: Any, path: str, default: bool | None) -> bool:
+        if value is None and default is not None:
+            return default
+        if isinstance(value, bool):
+            return value
+        self.problem(path, f"{_short(value)} is not of type 'boolean'")
+        return bool(default)
+
+    def choice(self, value: Any, path: str, allowed: tuple[str, ...], default: str | None) -> str:
+        if value is None and default is not None:
+            return default
+        if value in allowed:
+            return str(value)
+        self.problem(path, f"{_short(value)} is not one of {list(allowed)}")
+        return default or ""
 
 
 def _text(value: Any) -> str | None:

@@ -32,6 +32,12 @@ class WorkerKick:
                 self._client = aws.make_lambda_client()
             return self._client
 
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
     def _invoke_lambda(self, function: str, event: dict[str, Any]) -> None:
         self.lambda_client.invoke(FunctionName=function, InvocationType="Event", Payload=json.dumps(event).encode())
 

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from shared.contract import DEFAULT_PRIORITY
+
 JobState = Literal["waiting", "active", "delayed", "completed", "failed"]
 
 
@@ -79,7 +81,7 @@ class JobStatus(ApiModel):
             jobId=fields["id"],
             projectId=fields.get("projectId", ""),
             state=fields["state"],  # type: ignore[arg-type]
-            priority=fields.get("priority", "normal"),
+            priority=fields.get("priority", DEFAULT_PRIORITY),
             progress=int(float(fields.get("progress") or 0)),
             attemptsMade=int(fields.get("attemptsMade") or 0),
             attemptsMax=int(fields.get("attemptsMax") or 1),

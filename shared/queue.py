@@ -16,6 +16,7 @@ from typing import Any
 
 import redis
 
+from shared.contract import DEFAULT_PRIORITY
 from shared.errors import Conflict, LeaseLost, QueueFull, StoreUnavailable
 from shared.keys import NOTIFY_MAX, PRIORITY_RANK, SEQ_SPAN, STATES, QueueKeys
 from shared.models import AdmitResult, JobStatus, QueueCounts
@@ -115,7 +116,7 @@ class JobQueue:
         Identical replay of a known jobId returns the existing job; a different payload under
         the same jobId raises `Conflict`; a full backlog raises `QueueFull`."""
         job_id = payload["jobId"]
-        priority = payload.get("priority", "normal")
+        priority = payload.get("priority", DEFAULT_PRIORITY)
         attempts_max = payload.get("attempts") or self.settings.job_attempts
         document = canonical_json(payload)
         with redis_errors():
@@ -205,7 +206,7 @@ class JobQueue:
             payload=json.loads(fields["payload"]),
             attempts_made=int(fields.get("attemptsMade") or 0),
             attempts_max=int(fields.get("attemptsMax") or 1),
-            priority=fields.get("priority", "normal"),
+            priority=fields.get("priority", DEFAULT_PRIORITY),
             project_id=fields.get("projectId", ""),
             fields=fields,
         )

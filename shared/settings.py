@@ -60,7 +60,8 @@ class Settings(BaseModel):
     ] = 500
     shutdown_grace_seconds: Annotated[int, Field(alias="PREVIEW_SHUTDOWN_GRACE_SECONDS", ge=0, le=3600)] = 20
     metrics_port: Annotated[int, Field(alias="PREVIEW_METRICS_PORT", ge=0, le=65535)] = 9102
-    metrics_host: Annotated[str, Field(alias="PREVIEW_METRICS_HOST", min_length=1)] = "127.0.0.1"
+    # Empty: every interface.
+    metrics_host: Annotated[str, Field(alias="PREVIEW_METRICS_HOST")] = "127.0.0.1"
     # Inside Lambda the only metrics a function has are CloudWatch EMF lines; false stops them.
     metrics_emf: Annotated[bool, Field(alias="PREVIEW_METRICS_EMF")] = True
 
@@ -107,6 +108,11 @@ class Settings(BaseModel):
             if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
                 raise ValueError(f"{bucket!r} is not an S3 bucket name")
         return value
+
+    @field_validator("metrics_emf", mode="before")
+    @classmethod
+    def _unset_is_default(cls, value: Any) -> Any:
+        return True if isinstance(value, str) and not value.strip() else value
 
     @field_validator("asset_dir", mode="before")
     @classmethod
@@ -166,6 +172,8 @@ def main() -> int:
             value = mask_url(value)
         elif not field.repr:
             value = "<set>" if value else ""
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
         print(f"{field.alias}={value if not isinstance(value, tuple) else ','.join(value)}")
     return 0
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import TYPE_CHECKING
 
 import redis
@@ -39,6 +38,7 @@ class Services:
     store: ArtifactStore
     kick: WorkerKick
     _clients: tuple[redis.Redis, ...] = field(default=(), repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def new_worker(self) -> Worker:
         """A render worker on these services (the emulator's long-running one)."""
@@ -47,16 +47,23 @@ class Services:
 
         return Worker(self.settings, self.queue, self.store)
 
-    @cached_property
+    @property
     def worker(self) -> Worker:
         """The worker of this execution environment: a stable id in the health report across
         warm invocations, and its lease renewer reused rather than started again."""
-        return self.new_worker()
+        with self._lock:  # the emulator may run two kicked invocations at once
+            if "_worker" not in self.__dict__:
+                self.__dict__["_worker"] = self.new_worker()  # frozen: no attribute to assign
+            worker: Worker = self.__dict__["_worker"]
+        return worker
 
     def close(self) -> None:
+        """Close every connection and client these services opened."""
         self.queue.close()
         for client in self._clients:
             client.close()
+        self.store.close()
+        self.kick.close()
 
 
 def build(settings: Settings, *, invoker: Invoker | None = None) -> Services:
@@ -107,3 +114,4 @@ def reset() -> None:
         previous, _current = _current, None
     if previous is not None:
         previous.close()
+    observability.configure(Settings())  # logs and metrics as before any services

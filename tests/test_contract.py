@@ -77,7 +77,7 @@ def test_bad_step_duration(duration: object) -> None:
 # -- limits and URIs: one definition ------------------------------------------------------
 
 def test_limits_are_the_schemas() -> None:
-    schema = contract.load_schema()
+    schema = contract.SCHEMA
     step = schema["definitions"]["step"]["properties"]["durationSec"]
     options = schema["definitions"]["options"]["properties"]
     seconds = (contract.MIN_STEP_SECONDS, contract.MAX_STEP_SECONDS, contract.DEFAULT_STEP_SECONDS)
@@ -141,7 +141,7 @@ def test_the_worker_rechecks_only_the_configuration() -> None:
 def test_request_applies_every_default() -> None:
     document = {"jobId": "j", "projectId": "p", "requestId": "r", "dryRun": True,
                 "previewRequest": {"title": "  ", "steps": [{"text": "x"}], "assets": [], "audio": {}}}
-    request = contract.parse(copy.deepcopy(document), SETTINGS)
+    request = JobRequest.from_payload(contract.validate_payload(copy.deepcopy(document), SETTINGS))
     assert (request.width, request.height, request.fps, request.format) == (1280, 720, 30, "mp4")
     assert request.include_captions is True and request.music_volume == 0.3 and request.priority == "normal"
     assert request.title is None  # blank texts are no text
@@ -151,10 +151,41 @@ def test_request_applies_every_default() -> None:
     assert JobRequest.from_payload(document).video_ms == contract.TITLE_CARD_SECONDS * 1000
 
 
-def test_a_stored_payload_that_no_longer_reads_fails_as_invalid() -> None:
-    fractional = job([], options={"fps": 30.0})  # JSON Schema counts 30.0 as an integer
+def unreadable(document: dict[str, Any]) -> str:
+    """What the typed read of a stored payload refuses, one `path: message` per line."""
     with pytest.raises(InvalidPayload) as caught:
-        JobRequest.from_payload(fractional)
-    assert caught.value.errors[0]["path"] == "/previewRequest/options/fps"
-    with pytest.raises(InvalidPayload, match="malformed"):
-        JobRequest.from_payload({"jobId": "j"})
+        JobRequest.from_payload(document)
+    return "\n".join(f"{e['path']}: {e['message']}" for e in caught.value.errors)
+
+
+@pytest.mark.parametrize(("steps", "assets", "audio", "options", "message"), [
+    # what the planner refused before it only laid out timelines
+    ([{"asset": "nope"}], [], {}, {}, "unknown asset id 'nope'"),
+    ([{"asset": "snd"}], [{"id": "snd", "type": "audio", "uri": "x.wav"}], {}, {}, "expected 'image'"),
+    ([], [{"id": "pic", "type": "image", "uri": "x.png"}], {"narration": "pic"}, {}, "expected 'audio'"),
+    ([], [{"id": "a", "type": "image", "uri": "x"}, {"id": "a", "type": "image", "uri": "y"}], {}, {},
+     "more than one asset"),
+    ([], [], {}, {"resolution": "1281x720"}, "even"), ([], [], {}, {"resolution": "2560x1440"}, "maximum"),
+    ([], [], {}, {"resolution": "10x10"}, "minimum"), ([], [], {}, {"resolution": "big"}, "look like"),
+    ([{"durationSec": 30}] * 20 + [{"durationSec": 0.5}], [], {}, {}, "exceeds 600 s"),
+    ([], [], {}, {"format": "avi"}, "format"), ([], [], {}, {"fps": 0}, "fps"), ([], [], {}, {"fps": 61}, "fps"),
+    ([], [], {}, {"fps": True}, "fps"), ([], [], {}, {"fps": 30.0}, "fps"),
+    ([], [], {}, {"includeCaptions": "false"}, "includeCaptions"),
+    ([{"durationSec": 0.2}], [], {}, {}, "durationSec"), ([{"durationSec": "3"}], [], {}, {}, "durationSec"),
+    ([{"title": 123}], [], {}, {}, "/previewRequest/steps/0/title"),
+    ([], [], {"musicVolume": 7}, {}, "musicVolume"),
+    ([], [{"id": "v", "type": "video", "uri": "x"}], {}, {}, "/previewRequest/assets/0/type"),
+    ([], [{"id": "v", "type": "image", "uri": "/etc/passwd"}], {}, {}, "absolute path"),
+    ([{}] * 101, [], {}, {}, "maximum of 100"),
+])
+def test_a_stored_payload_must_read_as_a_valid_request(steps: list, assets: list, audio: dict, options: dict,
+                                                      message: str) -> None:
+    # A job that reached the queue some other way than admission fails for a reason, in the
+    # worker as at admission, instead of rendering wrongly or crashing on every attempt.
+    assert re.search(message, unreadable(job(steps, assets, audio, options)))
+
+
+def test_a_stored_payload_with_an_unsafe_id_is_refused() -> None:
+    assert unreadable({**job([]), "projectId": "../x"}).startswith("/projectId: ")
+    assert "/projectId: " in unreadable({"jobId": "j"})
+    assert unreadable([]).startswith("/: ")

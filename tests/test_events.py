@@ -11,7 +11,7 @@ import pytest
 from aws_lambda_powertools.utilities.parser.models import APIGatewayProxyEventV2Model
 from jsonschema import Draft7Validator
 
-from shared.contract import load_schema
+from shared.contract import SCHEMA
 from tests.conftest import EVENTS
 
 pytestmark = pytest.mark.usefixtures("no_sockets")
@@ -52,5 +52,5 @@ def test_enqueue_bodies_match_the_schema_as_declared(path: Path) -> None:
         document = json.loads(body)
     except json.JSONDecodeError:
         document = None
-    valid = document is not None and Draft7Validator(load_schema()).is_valid(document)
+    valid = document is not None and Draft7Validator(SCHEMA).is_valid(document)
     assert valid == EXPECTED[fixture_id(path)]["schemaValid"]

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from shared import observability, prometheus_metrics
+from shared import observability, prometheus_metrics, wiring
+from shared.errors import ConfigError
 from tests.handlers import invoke_fixture
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,6 +53,24 @@ def test_emf_lines_inside_lambda(monkeypatch: pytest.MonkeyPatch, capsys: pytest
     request = next(line for line in emf if "preview_requests_total" in line)
     assert request["route"] == "POST /api/preview/job" and request["status"] == "202"
     assert request["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "PreviewService"
+
+
+@pytest.mark.parametrize(("value", "emf"), [("", True), ("true", True), ("1", True), ("false", False),
+                                           ("0", False), ("no", False), ("off", False)])
+def test_emf_can_be_turned_off_in_lambda(value: str, emf: bool, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "enqueue")
+    monkeypatch.setenv("AWS_EXECUTION_ENV", "AWS_Lambda_python3.12")
+    monkeypatch.setenv("PREVIEW_METRICS_EMF", value)
+    wiring.services()  # applies the settings, as a function's cold start does
+    observability.record_request("GET /x", 200)
+    assert ("_aws" in capsys.readouterr().out) is emf
+
+
+def test_a_bad_emf_switch_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PREVIEW_METRICS_EMF", "maybe")
+    with pytest.raises(ConfigError, match="PREVIEW_METRICS_EMF='maybe'"):
+        wiring.services()
 
 
 def test_no_emf_outside_lambda(capsys: pytest.CaptureFixture[str]) -> None:

@@ -173,3 +173,21 @@ def test_the_gateway_emulator_is_generic() -> None:
     assert {"local.runtime", "local.events", "local.template", "local.intrinsics"} <= gateway
     assert not {m for m in gateway if m == "local.preview" or m.startswith("shared")}
     assert reach("local.intrinsics") == {"local.intrinsics", "local.errors"}
+
+
+def test_the_handlers_routes_are_the_templates() -> None:
+    from cfnlint.decode import decode
+
+    from shared import api
+
+    template, _ = decode(str(ROOT / "template.yaml"))
+    declared = {event["Properties"]["Path"] for resource in template["Resources"].values()
+                for event in (resource.get("Properties") or {}).get("Events", {}).values()
+                if event.get("Type") == "HttpApi"}
+    built = {api.JOB_ROUTE, f"{api.JOB_ROUTE}/{{jobId}}/status", f"{api.JOB_ROUTE}/{{jobId}}/artifact",
+             api.QUEUE_METRICS_ROUTE, api.WORKER_HEALTH_ROUTE}
+    assert declared == built
+    # and each handler matches its route with these (the fixtures drive every route through it)
+    for folder in ("enqueue_job", "job_status", "job_artifact", "queue_metrics", "worker_health"):
+        literals = _string_literals(ROOT / "functions" / folder / "app.py")
+        assert not [text for text in literals if "/api/preview" in text], folder

@@ -141,6 +141,25 @@ def test_payload_invalid_under_current_config_fails_at_once(redis_url: str, monk
     assert "not an allowed asset bucket" in (status.failedReason or "")
 
 
+def test_a_job_stored_around_admission_fails_at_once_with_its_reason(redis_url: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given jobs put in the queue without admission (another producer, an older version)
+    settings = configure(monkeypatch, PREVIEW_BACKOFF_MS="10")
+    wrong_type, dangling = payload(1), payload(2)
+    wrong_type["previewRequest"]["options"] = {"includeCaptions": "false"}
+    dangling["previewRequest"]["steps"] = [{"asset": "ghost"}]
+    queue().admit(wrong_type)
+    queue().admit(dangling)
+    worker, store = make_worker(settings)
+    worker.run_until_idle()
+    # Then each fails without retries, saying why, and nothing is published
+    for job_id, reason in (("job-1", "/previewRequest/options/includeCaptions"), ("job-2", "unknown asset id 'ghost'")):
+        status = queue().status(job_id)
+        assert status is not None and (status.state, status.attemptsMade) == ("failed", 1)
+        assert reason in (status.failedReason or "")
+    assert worker.outcomes == {"invalid": 2} and store.published == []
+
+
 @pytest.mark.slow
 def test_render_longer_than_the_lease_is_not_rerun(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = configure(monkeypatch, PREVIEW_LEASE_MS="1000")

@@ -5,14 +5,14 @@ from __future__ import annotations
 from aws_lambda_powertools.event_handler import Response
 
 from shared import service, wiring
-from shared.api import json_response, lambda_entry, make_resolver
+from shared.api import WORKER_HEALTH_ROUTE, json_response, lambda_entry, make_resolver
 
 wiring.services()  # a bad configuration fails the cold start with one clear message
 
 app = make_resolver()
 
 
-@app.get("/api/preview/worker/health")
+@app.get(WORKER_HEALTH_ROUTE)
 def worker_health() -> Response:
     services = wiring.services()
     report = service.health(services.queue, services.settings)

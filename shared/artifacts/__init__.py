@@ -23,6 +23,8 @@ class ArtifactStore(Protocol):
 
     def delete(self, project_id: str, job_id: str) -> None: ...
 
+    def close(self) -> None: ...
+
 
 def build_store(settings: Settings) -> ArtifactStore:
     """S3 when ARTIFACT_BUCKET is set, else the folder under DATA_DIR."""

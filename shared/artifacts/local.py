@@ -34,6 +34,9 @@ class LocalStore:
         self._next_prune = 0.0
         self._prune_lock = threading.Lock()
 
+    def close(self) -> None:
+        """Nothing to close: a folder holds no connection."""
+
     def job_dir(self, project_id: str, job_id: str) -> Path:
         return self.root / layout.check_name(project_id, "projectId") / layout.check_name(job_id, "jobId")
 

@@ -27,6 +27,11 @@ class S3Store:
             self._client = aws.make_s3_client()
         return self._client
 
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
     def key(self, project_id: str, job_id: str, name: str) -> str:
         return layout.job_key(project_id, job_id, name)
 

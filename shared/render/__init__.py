@@ -2,11 +2,11 @@
 
 Public API::
 
-    plan_preview(payload, settings) -> RenderPlan
-    render_preview(payload, out_dir, settings, progress=None) -> RenderResult
+    plan_preview(request) -> RenderPlan
+    render_preview(request, out_dir, settings, progress=None) -> RenderResult
 
-Exports resolve lazily so that importing a light submodule (the plan, the S3 helpers) does not
-load PyAV, Pillow and numpy.
+`request` is a `shared.contract.JobRequest`. Exports resolve lazily so that importing a light
+submodule (the plan) does not load PyAV, Pillow and numpy.
 """
 
 from __future__ import annotations

@@ -10,21 +10,15 @@ import io
 import logging
 import os
 import threading
-import warnings
 from collections.abc import Iterator
 
 import pytest
 from starlette.applications import Starlette
-from starlette.exceptions import StarletteDeprecationWarning
+from starlette.testclient import TestClient
 
 from local.launch import apply_environment, build_app
 from local.startup import Prepared, ServeArgs, prepare, shell_environment
 from tests.emulator.conftest import child_env
-
-with warnings.catch_warnings():
-    # Starlette asks for httpx2 at import time; httpx is what this project tests with.
-    warnings.simplefilter("ignore", StarletteDeprecationWarning)
-    from starlette.testclient import TestClient
 
 PORT = 3000  # the port the app believes it listens on; TestClient opens no socket
 URL = f"http://127.0.0.1:{PORT}"

@@ -106,6 +106,9 @@ def test_serves_and_stops_cleanly(tmp_path: Path) -> None:
     try:
         with emulator.client() as client:
             assert client.get("/boom").status_code == 502
+            # The functions see the embedded Redis (it is not in any template or env file)
+            seen = client.post("/echo/x", params={"env": "REDIS_URL"}).json()["env"]["REDIS_URL"]
+            assert seen.startswith("redis://127.0.0.1:") and f"at {seen} " in emulator.stderr
         # The traceback is in the emulator's log, for the developer
         deadline = time.monotonic() + 5
         while "hunter2" not in emulator.stderr and time.monotonic() < deadline:
