@@ -109,7 +109,7 @@ def bare_server(port: int) -> None:
     from starlette.routing import Route
 
     from shared import service, wiring
-    from shared.api import job_url, parse_body
+    from shared.api import admission_answer, parse_body
     from shared.errors import PreviewError
     from shared.models import EnqueueResponse
 
@@ -117,10 +117,7 @@ def bare_server(port: int) -> None:
         services = wiring.services()
         document = parse_body(body.decode() if body else None, False, services.settings.max_body_bytes)
         result = service.enqueue(document, settings=services.settings, queue=services.queue, kick=services.kick)
-        answer = EnqueueResponse(jobId=result.jobId, status="queued" if result.created else result.state,
-                                 state=result.state, statusUrl=job_url(origin, result.jobId, "status"),
-                                 artifactUrl=job_url(origin, result.jobId, "artifact"))
-        return (202 if result.created else 200), answer
+        return admission_answer(result, origin)
 
     async def enqueue(request: Request) -> Response:
         body = await request.body()

@@ -1,7 +1,7 @@
 """HTTP plumbing shared by the handler functions: the route paths, request body decoding,
 one error table for every route, JSON responses, absolute URLs, and the Lambda entry
 (logging context, request metric). Routes are declared in template.yaml; the handlers match
-the same paths, built from `JOB_ROUTE` here (a test holds the two together)."""
+the same paths, built from the route constants here (a test holds the two together)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from shared.contract import ID_RULE, is_id
 from shared.errors import InvalidPayload, InvalidRequest, PayloadTooLarge, PreviewError
+from shared.models import AdmitResult, EnqueueResponse
 from shared.observability import ColdStart, invocation_context, logger, record_failure, record_request
 
 JSON = "application/json"
@@ -27,6 +28,18 @@ WORKER_HEALTH_ROUTE = "/api/preview/worker/health"
 def job_url(origin: str, job_id: str, what: str) -> str:
     """The absolute URL of a job's `status` or `artifact` route."""
     return f"{origin}{JOB_ROUTE}/{job_id}/{what}"
+
+
+def admission_answer(result: AdmitResult, origin: str) -> tuple[int, EnqueueResponse]:
+    """What enqueue answers: 202 for a new job, 200 with the existing one for a replay."""
+    body = EnqueueResponse(
+        jobId=result.jobId,
+        status="queued" if result.created else result.state,
+        state=result.state,
+        statusUrl=job_url(origin, result.jobId, "status"),
+        artifactUrl=job_url(origin, result.jobId, "artifact"),
+    )
+    return (202 if result.created else 200), body
 
 
 def json_response(status: int, body: BaseModel | dict[str, Any], headers: dict[str, str] | None = None) -> Response:

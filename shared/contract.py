@@ -164,6 +164,10 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _resolution_form(value: Any) -> str:
+    return f"resolution {_short(value)} must look like {DEFAULT_RESOLUTION} (width x height)"
+
+
 def _describe(error: Any) -> Problem:
     parts: list[str | int] = list(error.absolute_path)
     message = error.message
@@ -179,7 +183,7 @@ def _describe(error: Any) -> Problem:
     elif error.validator == "pattern" and parts and parts[-1] == "uri":
         message = "uri must be a data: URI, s3://bucket/key, or a relative path inside the asset folder"
     elif error.validator == "pattern" and parts and parts[-1] == "resolution":
-        message = f"resolution {_short(error.instance)} must look like {DEFAULT_RESOLUTION} (width x height)"
+        message = _resolution_form(error.instance)
     elif error.validator == "pattern" and error.schema.get("maxLength") == 128:
         message = ID_RULE
     elif error.validator == "pattern":
@@ -367,8 +371,7 @@ class JobRequest:
                 assets.setdefault(asset_id, Asset(asset_id, kind, uri))  # type: ignore[arg-type]
         resolution = read.string(options.get("resolution"), "/previewRequest/options/resolution") or DEFAULT_RESOLUTION
         if not _ecma_regex(_OPTIONS["resolution"]["pattern"]).search(resolution):
-            read.problem("/previewRequest/options/resolution",
-                         f"resolution {_short(resolution)} must look like {DEFAULT_RESOLUTION} (width x height)")
+            read.problem("/previewRequest/options/resolution", _resolution_form(resolution))
             resolution = DEFAULT_RESOLUTION
         width, height = (int(v) for v in resolution.split("x"))
         typed = cls(
