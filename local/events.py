@@ -43,6 +43,38 @@ def _is_text(content_type: str | None) -> bool:
     return main.startswith("text/") or main in _TEXT_TYPES or main.endswith(("+json", "+xml"))
 
 
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _split_host(value: str, default_port: int | None) -> tuple[str, int | None]:
+    value = value.strip().lower()
+    if value.startswith("["):
+        name, _, rest = value[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    else:
+        name, _, port_text = value.partition(":")
+    return name, int(port_text) if port_text.isdigit() else default_port
+
+
+def own_domain(host_header: str | None, server_host: str | None, server_port: int | None, scheme: str) -> str:
+    """`requestContext.domainName` as API Gateway gives it: the API's own name. The Host header
+    counts only when it names the address the request arrived on (or, on loopback, another
+    loopback name); any other Host gets that address instead, so a forged Host never reaches
+    the function (nor the URLs it builds)."""
+    default_port = _DEFAULT_PORTS.get(scheme)
+    if not server_host:
+        return "localhost" if server_port in (None, default_port) else f"localhost:{server_port}"
+    own = {server_host.lower()} | (set(_LOOPBACK) if server_host.lower() in _LOOPBACK
+                                  or server_host.startswith("127.") else set())
+    if host_header:
+        name, asked_port = _split_host(host_header, default_port)
+        if name in own and server_port in (None, asked_port):
+            return host_header.strip().lower()
+    name = f"[{server_host}]" if ":" in server_host else server_host
+    return name if server_port in (None, default_port) else f"{name}:{server_port}"
+
+
 def http_event(
     *,
     route_key: str,
@@ -55,6 +87,7 @@ def http_event(
     source_ip: str,
     scheme: str,
     server_port: int | None,
+    server_host: str | None = None,
     stage: str = "$default",
     account_id: str = "123456789012",
     api_id: str = "local",
@@ -78,8 +111,7 @@ def http_event(
     now = time.time()
     if "x-amzn-trace-id" not in joined:
         joined["x-amzn-trace-id"] = f"Root=1-{int(now):08x}-{uuid.uuid4().hex[:24]}"
-    host = joined.get("host", "localhost")
-    domain = host
+    domain = own_domain(joined.get("host"), server_host, server_port, scheme)
     req_id = request_id()
     event: dict[str, Any] = {
         "version": "2.0",

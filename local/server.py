@@ -225,6 +225,7 @@ class Emulator:
                 source_ip=client[0] if client else "127.0.0.1",
                 scheme=scope.get("scheme", "http"),
                 server_port=server[1] if server else None,
+                server_host=server[0] if server else None,
                 account_id=self.template.account_id,
                 api_id=API_ID,
             )

@@ -8,6 +8,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
+import re
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -66,6 +69,26 @@ def _refuse_constant(name: str) -> Any:
     raise json.JSONDecodeError(f"{name} is not a JSON value", name, 0)
 
 
+class _NumberRefused(ValueError):
+    """A JSON number this service cannot hold, with the reason as its message."""
+
+
+_MAX_DIGITS = sys.get_int_max_str_digits() or 4300
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e400 reads as infinity
+        raise _NumberRefused(f"number {text[:40]} is out of range")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_DIGITS:
+        raise _NumberRefused(f"an integer has more than {_MAX_DIGITS} digits")
+    return int(text)
+
+
 def parse_body(body: str | bytes | None, is_base64: bool, limit: int) -> dict[str, Any]:
     """Decode an HTTP body into a JSON object, enforcing the size limit before parsing."""
     if body is None or body == "":
@@ -83,7 +106,10 @@ def parse_body(body: str | bytes | None, is_base64: bool, limit: int) -> dict[st
     if len(raw) > limit:
         raise PayloadTooLarge(f"request body exceeds {limit} bytes", limit=limit)
     try:
-        document = json.loads(raw, parse_constant=_refuse_constant)
+        document = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float,
+                              parse_int=_bounded_int)
+    except _NumberRefused as exc:
+        raise InvalidRequest(f"request body holds a number this service cannot take: {exc}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
     except RecursionError:
@@ -132,17 +158,25 @@ def _request_id(app: APIGatewayHttpResolver) -> str | None:
         return None
 
 
+# A host name or address with an optional port, nothing else (no quotes, brackets of markup,
+# paths or spaces): what may appear in an origin.
+_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}"
+                   r"[A-Za-z0-9])?)*\.?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?\Z")
+
+
 def base_url(app: APIGatewayHttpResolver, configured: str = "") -> str:
-    """Public origin for absolute URLs: the configured one, else the request's own host."""
+    """Public origin for absolute URLs: the configured one, else the API's own name for this
+    request (`requestContext.domainName`: the domain API Gateway matched, or the name the
+    emulator answered on). The client's Host header is never copied: a name that is not a
+    plain host[:port] gives relative URLs instead."""
     if configured:
         return configured.rstrip("/")
     event = app.current_event
-    headers = event.headers or {}
-    host = headers.get("host") or event.request_context.domain_name
-    if not host:
+    domain = event.request_context.domain_name or ""
+    if not _HOST.match(domain):
         return ""
-    proto = headers.get("x-forwarded-proto", "https")
-    return f"{proto}://{host}"
+    proto = (event.headers or {}).get("x-forwarded-proto", "https").lower()
+    return f"{proto if proto in ('http', 'https') else 'https'}://{domain}"
 
 
 def lambda_entry(app: APIGatewayHttpResolver, name: str) -> Callable[[dict[str, Any], Any], dict[str, Any]]:

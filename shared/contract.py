@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from shared.errors import InvalidAsset, InvalidPayload
+from shared.media import BadDataUri, data_uri_payload, image_size
 from shared.settings import Settings
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "preview-job.schema.json"
@@ -58,6 +59,14 @@ MAX_WIDTH, MAX_HEIGHT = 1920, 1080
 MIN_SIDE = 16
 # A request without steps becomes one title card of this length.
 TITLE_CARD_SECONDS = 3
+# Bytes of one asset, whatever its source.
+MAX_ASSET_BYTES = 50 * 1024 * 1024
+# Decoded pixels of one image: far above any useful slide source (8K is 33 MP) yet below
+# Pillow's own bomb threshold (89 MP), so oversized images are refused with a clear message.
+MAX_IMAGE_PIXELS = 40_000_000
+# Decoded pixels of all the distinct images a job shows: 60 distinct 4K screenshots, or every
+# one of 100 steps at 2560x1920. Bounds the decoding work and memory of one render.
+MAX_JOB_PIXELS = 500_000_000
 
 
 @cache
@@ -214,6 +223,33 @@ def _reference(path: str, ref: str, kind: str, assets: Mapping[str, Mapping[str,
     return []
 
 
+IMAGE_KINDS = "PNG, JPEG, GIF, WebP or BMP"
+
+
+def measure_image(data: bytes) -> tuple[int, str | None]:
+    """The decoded pixels of an image, read from its header, or why it is refused: not one of
+    the accepted formats, no pixels, or more than `MAX_IMAGE_PIXELS`. Admission applies it to
+    inline images, the asset loader to the others, so both refuse the same images."""
+    size = image_size(data)
+    if size is None:
+        return 0, f"is not a {IMAGE_KINDS} image (or its header is cut short)"
+    _, width, height = size
+    if not width or not height:
+        return 0, f"image is {width}x{height}: it has no pixels"
+    if width * height > MAX_IMAGE_PIXELS:
+        return width * height, (f"image is {width}x{height}, more than "
+                                f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels")
+    return width * height, None
+
+
+def job_pixels_problem(total: int) -> str | None:
+    """The per-job budget of decoded pixels (all the distinct images the steps show)."""
+    if total > MAX_JOB_PIXELS:
+        return (f"the images the steps show hold {total / 1e6:.0f} megapixels, more than the "
+                f"budget of {MAX_JOB_PIXELS // 1_000_000} per job; use smaller or fewer images")
+    return None
+
+
 def semantic_errors(document: Mapping[str, Any], settings: Settings) -> list[Problem]:
     """Rules beyond the schema (for a schema-valid document): references, limits, where
     assets may come from."""
@@ -225,15 +261,21 @@ def _rules(document: Mapping[str, Any]) -> list[Problem]:
     errors: list[Problem] = []
     request = document["previewRequest"]
     assets: dict[str, Mapping[str, Any]] = {}
+    pixels: dict[str, int] = {}  # inline images: the others are measured when loaded
     for i, asset in enumerate(request.get("assets", [])):
         if asset["id"] in assets:
             errors.append({"path": f"/previewRequest/assets/{i}/id",
                            "message": f"asset id {asset['id']!r} is used by more than one asset"})
         assets[asset["id"]] = asset
         try:
-            classify_uri(asset["uri"])
+            source = classify_uri(asset["uri"])
         except UriRefused as exc:
             errors.append({"path": f"/previewRequest/assets/{i}/uri", "message": str(exc)})
+            continue
+        if source.kind == "data":
+            problem = _inline_problem(asset, pixels)
+            if problem:
+                errors.append({"path": f"/previewRequest/assets/{i}/uri", "message": problem})
 
     total = 0.0
     for i, step in enumerate(request.get("steps", [])):
@@ -244,6 +286,10 @@ def _rules(document: Mapping[str, Any]) -> list[Problem]:
     if total > MAX_TOTAL_SECONDS:
         errors.append({"path": "/previewRequest/steps",
                        "message": f"total duration {total:g} s exceeds {MAX_TOTAL_SECONDS} s"})
+    shown = {step.get("asset") for step in request.get("steps", [])}
+    problem = job_pixels_problem(sum(count for asset_id, count in pixels.items() if asset_id in shown))
+    if problem:
+        errors.append({"path": "/previewRequest/assets", "message": problem})
 
     for role in ("narration", "music"):
         ref = request.get("audio", {}).get(role)
@@ -257,6 +303,22 @@ def _rules(document: Mapping[str, Any]) -> list[Problem]:
         if problem:
             errors.append({"path": "/previewRequest/options/resolution", "message": problem})
     return errors
+
+
+def _inline_problem(asset: Mapping[str, Any], pixels: dict[str, int]) -> str | None:
+    """Why an inline (data:) asset cannot be used; an image's pixels go into `pixels`."""
+    try:
+        data = data_uri_payload(asset["uri"], MAX_ASSET_BYTES)
+    except BadDataUri as exc:
+        return str(exc)
+    if not data:
+        return "data: URI holds no data"
+    if asset["type"] != "image":
+        return None
+    count, problem = measure_image(data)
+    if problem is None and asset["id"] not in pixels:
+        pixels[asset["id"]] = count
+    return problem
 
 
 def config_errors(document: Mapping[str, Any], settings: Settings) -> list[Problem]:
@@ -280,13 +342,84 @@ def _raise_if(errors: list[Problem], message: str | None = None) -> None:
 
 
 def validate_payload(document: Any, settings: Settings) -> dict[str, Any]:
-    """Return the payload if valid; otherwise raise `InvalidPayload` listing every error."""
-    errors = schema_errors(document)
+    """Return the payload, as it is to be stored, if valid; otherwise raise `InvalidPayload`
+    listing every error. Numbers the contract types as integers are made integers (JSON
+    Schema counts 6.0 and 1e1 as integers; they are stored as 6 and 10), in place."""
+    errors = unencodable_strings(document)
+    if not errors:
+        _make_whole(document, _INTEGER_PATHS)
+        errors = schema_errors(document)
     if not errors:
         errors = semantic_errors(document, settings)
     _raise_if(errors)
     result: dict[str, Any] = document
     return result
+
+
+def unencodable_strings(document: Any) -> list[Problem]:
+    """Strings (values or keys) that UTF-8 cannot encode: a lone surrogate such as "\\ud800"
+    is valid JSON text but no valid Unicode string, so it can be neither hashed nor stored."""
+    try:
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+        return []
+    except UnicodeEncodeError:
+        pass
+    errors: list[Problem] = []
+    pending: list[tuple[Any, list[str | int]]] = [(document, [])]
+    while pending:
+        node, parts = pending.pop()
+        if isinstance(node, str) and not _encodable(node):
+            errors.append({"path": _pointer(parts), "message": "string holds a lone surrogate (not valid Unicode)"})
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if not _encodable(key):
+                    errors.append({"path": _pointer(parts), "message": "a property name holds a lone surrogate "
+                                   f"(not valid Unicode): {json.dumps(key)[:80]}"})
+                pending.append((value, [*parts, key]))
+        elif isinstance(node, list):
+            pending.extend((value, [*parts, i]) for i, value in enumerate(node))
+    return sorted(errors, key=lambda e: e["path"])
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _integer_paths(node: Mapping[str, Any], path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Where the schema types a value as an integer ("*" for every item of an array)."""
+    if "$ref" in node:
+        node = _DEFS[node["$ref"].removeprefix("#/definitions/")]
+    found = [path] if node.get("type") == "integer" else []
+    for name, child in node.get("properties", {}).items():
+        found.extend(_integer_paths(child, (*path, name)))
+    if isinstance(node.get("items"), Mapping):
+        found.extend(_integer_paths(node["items"], (*path, "*")))
+    return found
+
+
+_INTEGER_PATHS = _integer_paths(SCHEMA)
+
+
+def _make_whole(document: Any, paths: list[tuple[str, ...]]) -> None:
+    for path in paths:
+        nodes = [document]
+        for name in path[:-1]:
+            if name == "*":
+                nodes = [item for node in nodes if isinstance(node, list) for item in node]
+            else:
+                nodes = [node[name] for node in nodes if isinstance(node, dict) and name in node]
+        last = path[-1]
+        for node in nodes:
+            keys = range(len(node)) if last == "*" and isinstance(node, list) else (
+                [last] if isinstance(node, dict) and last in node else [])
+            for key in keys:
+                value = node[key]
+                if type(value) is float and value.is_integer():
+                    node[key] = int(value)
 
 
 # --------------------------------------------------------------------------- the typed request

@@ -86,8 +86,11 @@ def test_disallowed_asset_uris_are_refused(uri: str) -> None:
     assert [e["path"] for e in errors] == ["/previewRequest/assets/0/uri"]
 
 
+ONE_PIXEL_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
+
+
 @pytest.mark.parametrize(
-    "uri", ["data:image/png;base64,iVBORw0KGgo=", "s3://assets-bucket/img/a.png", "images/step-1.png"]
+    "uri", [f"data:image/png;base64,{ONE_PIXEL_PNG}", "s3://assets-bucket/img/a.png", "images/step-1.png"]
 )
 def test_allowed_asset_uris_pass(uri: str) -> None:
     validate_payload(with_request(assets=[{"id": "a1", "type": "image", "uri": uri}]), SETTINGS)

@@ -8,8 +8,6 @@ asset folder, as `shared.contract.asset_source` reads the URI. Every refusal is 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 import math
 import os
@@ -17,19 +15,23 @@ import stat
 import threading
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from shared import aws
-from shared.contract import Asset, AssetSource, asset_source
+from shared.contract import (
+    MAX_ASSET_BYTES,
+    MAX_IMAGE_PIXELS,
+    Asset,
+    AssetSource,
+    asset_source,
+    job_pixels_problem,
+    measure_image,
+)
 from shared.errors import InvalidAsset, TransientRenderError
+from shared.media import BadDataUri, data_uri_payload
 from shared.settings import Settings
 
-MAX_ASSET_BYTES = 50 * 1024 * 1024
-# Far above any useful slide source (8K is 33 MP) yet below Pillow's own bomb threshold
-# (89 MP), so oversized images are refused here with a clear message.
-MAX_IMAGE_PIXELS = 40_000_000
 # Decoders Pillow may use: common web formats only, to keep the parsing surface small.
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP")
 
@@ -41,8 +43,25 @@ class AssetLoader:
         self.settings = settings
         self._s3_client = s3_client
         self._client_lock = threading.Lock()  # assets load in parallel threads
+        self._pixels: dict[str, int] = {}  # images measured so far, for the job's pixel budget
+        self._pixels_lock = threading.Lock()
 
     def fetch(self, asset: Asset) -> bytes:
+        """The asset's bytes; an image is measured from its header first, and refused (before
+        anything decodes it) when it, or the job's images so far, exceed the pixel budget."""
+        data = self._fetch(asset)
+        if asset.type == "image":
+            count, problem = measure_image(data)
+            if problem:
+                raise InvalidAsset(f"asset {asset.id!r}: {problem}")
+            with self._pixels_lock:
+                self._pixels.setdefault(asset.id, count)
+                problem = job_pixels_problem(sum(self._pixels.values()))
+            if problem:
+                raise InvalidAsset(problem)
+        return data
+
+    def _fetch(self, asset: Asset) -> bytes:
         source = asset_source(asset.id, asset.uri, self.settings)
         if source.kind == "data":
             data = _decode_data_uri(asset)
@@ -127,22 +146,10 @@ def _read_regular_file(path: Path, asset: Asset) -> bytes:
 
 
 def _decode_data_uri(asset: Asset) -> bytes:
-    header, sep, payload = asset.uri[len("data:"):].partition(",")
-    if not sep:
-        raise InvalidAsset(f"asset {asset.id!r}: data: URI has no ',' before its data")
-    if len(payload) > MAX_ASSET_BYTES * 4 // 3 + 4:
-        raise InvalidAsset(f"asset {asset.id!r} is larger than {MAX_ASSET_BYTES // (1024 * 1024)} MB")
-    if header.lower().endswith(";base64"):
-        text = payload
-        if "%" in text:
-            text = unquote_to_bytes(text).decode("ascii", "replace")
-        text = "".join(text.split()).replace("-", "+").replace("_", "/")
-        text += "=" * (-len(text) % 4)
-        try:
-            return base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            raise InvalidAsset(f"asset {asset.id!r}: data: URI is not valid base64") from None
-    return unquote_to_bytes(payload)
+    try:
+        return data_uri_payload(asset.uri, MAX_ASSET_BYTES)
+    except BadDataUri as exc:
+        raise InvalidAsset(f"asset {asset.id!r}: {exc}") from None
 
 
 def decode_image(data: bytes, asset_id: str, fit: tuple[int, int]) -> Image.Image:

@@ -27,6 +27,7 @@ def event(headers: list[tuple[bytes, bytes]] | None = None, body: bytes = b"", r
         "route_key": "POST /echo/{id}", "method": "POST", "raw_path": "/echo/abc%20def", "raw_query": raw_query,
         "headers": headers if headers is not None else [(b"host", b"127.0.0.1:3000")], "body": body,
         "path_parameters": {"id": "abc def"}, "source_ip": "10.0.0.7", "scheme": "http", "server_port": 3000,
+        "server_host": "127.0.0.1",
     }
     arguments.update(overrides)
     return http_event(**arguments)
@@ -63,6 +64,24 @@ def test_optional_parts_are_left_out() -> None:
     context = made["requestContext"]
     assert (context["stage"], context["accountId"], context["apiId"], context["routeKey"]) == \
         ("dev", "999", "abc", "$default")
+
+
+@pytest.mark.parametrize(("host", "domain"), [
+    (b"127.0.0.1:3000", "127.0.0.1:3000"), (b"LocalHost:3000", "localhost:3000"), (b"[::1]:3000", "[::1]:3000"),
+    (b"evil.example", "127.0.0.1:3000"), (b'evil.example"><script>', "127.0.0.1:3000"),
+    (b"localhost:4000", "127.0.0.1:3000"), (b"127.0.0.1", "127.0.0.1:3000"), (b"", "127.0.0.1:3000"),
+])
+def test_domain_name_is_the_emulators_own_name_never_a_forged_host(host: bytes, domain: str) -> None:
+    assert event(headers=[(b"host", host)])["requestContext"]["domainName"] == domain
+
+
+def test_domain_name_off_loopback() -> None:
+    made = event(headers=[(b"host", b"localhost:3000")], server_host="192.0.2.10")
+    assert made["requestContext"]["domainName"] == "192.0.2.10:3000"
+    made = event(headers=[(b"host", b"192.0.2.10:3000")], server_host="192.0.2.10")
+    assert made["requestContext"]["domainName"] == "192.0.2.10:3000"
+    made = event(headers=[(b"host", b"x")], server_host="fe80::1", server_port=80)
+    assert made["requestContext"]["domainName"] == "[fe80::1]"
 
 
 def test_headers_are_lower_case_and_repeated_ones_joined() -> None:

@@ -18,6 +18,7 @@ from PIL import Image
 from render_testkit import make_job, png_bytes, png_uri, request, wav_bytes
 
 from shared import aws as s3
+from shared import contract
 from shared.contract import Asset
 from shared.errors import InvalidAsset, TransientRenderError
 from shared.render import assets as assets_module
@@ -35,8 +36,10 @@ def test_data_uri_base64_and_percent_encoded(settings: Settings) -> None:
     loader = AssetLoader(settings)
     raw = png_bytes((1, 2, 3))
     assert loader.fetch(image_ref(png_uri((1, 2, 3)))) == raw
-    assert loader.fetch(image_ref("data:text/plain,hello%20world%21")) == b"hello world!"
-    assert loader.fetch(image_ref("data:text/plain;charset=utf-8;base64,aGk")) == b"hi"  # unpadded
+    assert loader.fetch(Asset("a", "audio", "data:text/plain,hello%20world%21")) == b"hello world!"
+    assert loader.fetch(Asset("a", "audio", "data:text/plain;charset=utf-8;base64,aGk")) == b"hi"  # unpadded
+    with pytest.raises(InvalidAsset, match="'pic': is not a PNG, JPEG, GIF, WebP or BMP image"):
+        loader.fetch(image_ref("data:text/plain;charset=utf-8;base64,aGk"))
     with pytest.raises(InvalidAsset, match="'pic'.*not valid base64"):
         loader.fetch(image_ref("data:image/png;base64,@@@@"))
     with pytest.raises(InvalidAsset, match="no ','"):
@@ -121,6 +124,24 @@ def test_corrupt_and_oversized_images() -> None:
     Image.new("RGB", (10, 10)).save(buffer, format="TIFF")
     with pytest.raises(InvalidAsset, match="not a decodable image"):
         decode_image(buffer.getvalue(), "pic", (320, 240))
+
+
+def test_pixel_budget_per_image_and_per_job(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Measured from the header before any decoding: one image over 40 MP is refused, and so is
+    the image that takes a job's distinct images past the budget (the same asset shown twice
+    counts once)."""
+    (settings.assets_root / "huge.png").write_bytes(png_header_only(8000, 6000))
+    for name in ("a", "b", "c"):
+        (settings.assets_root / f"{name}.png").write_bytes(png_header_only(6300, 6300))
+    with pytest.raises(InvalidAsset, match="'pic': image is 8000x6000, more than 40 megapixels"):
+        AssetLoader(settings).fetch(image_ref("huge.png"))
+    monkeypatch.setattr(contract, "MAX_JOB_PIXELS", 80_000_000)
+    loader = AssetLoader(settings)
+    loader.fetch(image_ref("a.png", "a"))
+    loader.fetch(image_ref("a.png", "a"))
+    loader.fetch(image_ref("b.png", "b"))
+    with pytest.raises(InvalidAsset, match="hold 119 megapixels, more than the budget of 80 per job"):
+        loader.fetch(image_ref("c.png", "c"))
 
 
 def test_image_modes_become_rgb() -> None:

@@ -14,10 +14,12 @@ from render_testkit import (
     COLORS,
     centre,
     colour_job,
+    data_uri,
     decode,
     frame_at,
     make_job,
     parse_vtt,
+    png_bytes,
     png_uri,
     request,
     wav_uri,
@@ -146,7 +148,8 @@ def test_dry_run_writes_only_json(settings: Settings, tmp_path: Path) -> None:
 def test_dry_run_still_checks_assets(settings: Settings, tmp_path: Path) -> None:
     job = colour_job([1.0], "mp4")
     job["dryRun"] = True
-    job["previewRequest"]["assets"][0]["uri"] = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAA"
+    # the header reads (admission's check passes), the picture data does not
+    job["previewRequest"]["assets"][0]["uri"] = data_uri(png_bytes(COLORS[0], (64, 64))[:-40], "image/png")
     with pytest.raises(InvalidAsset, match="img-0"):
         render_preview(request(job, settings), tmp_path / "out", settings)
     assert not (tmp_path / "out" / "preview.json").exists()
