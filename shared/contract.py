@@ -197,6 +197,13 @@ def _describe(error: Any) -> Problem:
         message = ID_RULE
     elif error.validator == "pattern":
         message = f"{_short(error.instance)} does not match the allowed form {error.validator_value}"
+    elif error.validator in ("maxLength", "maxItems", "maxProperties"):
+        # jsonschema's message quotes the whole value: a long string would come back whole
+        size, most = len(error.instance), error.validator_value
+        message = (f"{_short(error.instance)} is too long ({size} characters, at most {most})"
+                   if isinstance(error.instance, str) else f"has {size} entries, more than the maximum of {most}")
+    elif len(message) > 300:
+        message = message[:297] + "..."
     return {"path": _pointer(parts), "message": message}
 
 

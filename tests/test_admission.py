@@ -174,3 +174,9 @@ def test_a_domain_name_that_is_no_host_gives_relative_urls(redis_url: str) -> No
     event["requestContext"]["domainName"] = 'evil.example"><script>'
     document = body(invoke("enqueue_job", event))
     assert document["statusUrl"] == "/api/preview/job/adm-1/status"
+
+
+def test_an_overlong_value_is_not_echoed_whole(redis_url: str) -> None:
+    response = enqueue({**JOB, "previewRequest": {**JOB["previewRequest"], "title": "x" * 20_000}})
+    assert refusal(response) == ["/previewRequest/title"]
+    assert len(response["body"]) < 600 and "20000 characters, at most 200" in response["body"]
