@@ -3,15 +3,20 @@
 Operations come from the template's HttpApi events (summary: the function's Description,
 description: its handler module's docstring); a body-carrying route gets the payload schema
 from `schemas/*.schema.json` (draft-07 `definitions` moved to `components/schemas`) and the
-request bodies of its event fixtures as examples; its responses are the status codes its
-fixtures produce (`events/expected.json`), plus the 503 every route gives while Redis is
-unreachable. Nothing here lists routes or status codes by hand."""
+request bodies of its event fixtures as examples. Its responses are those that
+`schemas/responses.schema.json` documents for its route key (each status with its body's
+schema and headers), plus any status its fixtures produce (`events/expected.json`). Nothing
+here lists routes or status codes by hand. `response_problems` checks an answer against the
+document, so tests can hold the handlers to it."""
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import sys
+from collections.abc import Callable
+from functools import cache
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -21,41 +26,87 @@ from local.template import HttpRoute, Template
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 _ANY_METHODS = ("get", "post", "put", "patch", "delete")
 _EXAMPLE_LIMIT = 16_384
+RESPONSES_FILE = "responses.schema.json"  # per route key and status: the body's schema
+COMPONENTS = "#/components/schemas/"
+
+# API Gateway's own answers (local/server.py `message`): 401 without the key, 404 without a route.
+GATEWAY_MESSAGE: dict[str, Any] = {
+    "type": "object",
+    "required": ["message"],
+    "additionalProperties": False,
+    "properties": {"message": {"type": "string"}},
+}
 
 
 def _schema_files(root: Path) -> list[Path]:
-    return sorted((root / "schemas").glob("*.schema.json"))
+    """The payload schemas (every schema file but the responses')."""
+    return sorted(p for p in (root / "schemas").glob("*.schema.json") if p.name != RESPONSES_FILE)
 
 
-def _load_schemas(root: Path) -> dict[str, dict[str, Any]]:
-    """Each schema file's components, keyed by its title, refs rewritten to components."""
+def _read(path: Path) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(path.read_text())
+    return document
+
+
+def _title(path: Path, schema: dict[str, Any]) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "", str(schema.get("title") or path.name.split(".")[0]))
+
+
+class _Names:
+    """Component names of the schema files: a payload schema is `Title`, its definitions
+    `Title.name`; the responses file's `$defs` keep their own names."""
+
+    def __init__(self, root: Path) -> None:
+        self.titles = {p.name: _title(p, _read(p)) for p in _schema_files(root)}
+
+    def of(self, file: str, definition: str | None) -> str:
+        if file == RESPONSES_FILE:
+            return definition or "Responses"
+        title = self.titles.get(file, file)
+        return title if definition is None else f"{title}.{definition}"
+
+    def rewrite(self, node: Any, file: str) -> Any:
+        """`node` with every `$ref` (local, or to a sibling file) pointing into components."""
+        if isinstance(node, dict):
+            out = {k: self.rewrite(v, file) for k, v in node.items()}
+            ref = out.get("$ref")
+            if isinstance(ref, str):
+                target, _, fragment = ref.partition("#")
+                match = re.fullmatch(r"/(?:definitions|\$defs)/([^/]+)", fragment)
+                if (target == "" or target in self.titles or target == RESPONSES_FILE) and \
+                        (match or fragment == ""):
+                    out["$ref"] = COMPONENTS + self.of(target or file, match.group(1) if match else None)
+            return out
+        if isinstance(node, list):
+            return [self.rewrite(v, file) for v in node]
+        return node
+
+
+def _load_schemas(root: Path, names: _Names) -> dict[str, dict[str, Any]]:
+    """Each payload schema file's components, keyed by its title, refs rewritten to components."""
     components: dict[str, dict[str, Any]] = {}
     for path in _schema_files(root):
-        schema = json.loads(path.read_text())
-        title = re.sub(r"[^A-Za-z0-9._-]", "", str(schema.get("title") or path.name.split(".")[0]))
+        schema = _read(path)
         definitions = schema.pop("definitions", {}) or {}
         # $id would re-base every $ref inside; $schema belongs to the standalone file.
         schema.pop("$id", None)
         schema.pop("$schema", None)
-
-        def rewrite(node: Any, title: str = title) -> Any:
-            if isinstance(node, dict):
-                out = {k: rewrite(v) for k, v in node.items()}
-                ref = out.get("$ref")
-                if isinstance(ref, str):
-                    if ref == "#":
-                        out["$ref"] = f"#/components/schemas/{title}"
-                    elif ref.startswith("#/definitions/"):
-                        out["$ref"] = f"#/components/schemas/{title}.{ref.removeprefix('#/definitions/')}"
-                return out
-            if isinstance(node, list):
-                return [rewrite(v) for v in node]
-            return node
-
-        components[title] = rewrite(schema)
+        components[names.of(path.name, None)] = names.rewrite(schema, path.name)
         for name, definition in definitions.items():
-            components[f"{title}.{name}"] = rewrite(definition)
+            components[names.of(path.name, name)] = names.rewrite(definition, path.name)
     return components
+
+
+def _load_responses(root: Path, names: _Names) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The responses file's routes (route key -> status -> description, schema, headers) and
+    its bodies as components; nothing when there is no such file."""
+    try:
+        document = _read(root / "schemas" / RESPONSES_FILE)
+    except OSError:
+        return {}, {}
+    routes = names.rewrite(document.get("routes") or {}, RESPONSES_FILE)
+    bodies = {name: names.rewrite(schema, RESPONSES_FILE) for name, schema in (document.get("$defs") or {}).items()}
+    return routes, bodies
 
 
 def _examples(root: Path, template: Template, route: HttpRoute, schema: dict[str, Any] | None) -> dict[str, Any]:
@@ -85,22 +136,6 @@ def _examples(root: Path, template: Template, route: HttpRoute, schema: dict[str
     return examples
 
 
-ERROR_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["error", "message"],
-    "properties": {
-        "error": {"type": "string", "description": "machine-readable code"},
-        "message": {"type": "string", "description": "what went wrong, for people"},
-        "errors": {
-            "type": "array",
-            "description": "every payload problem (400 on enqueue)",
-            "items": {"type": "object", "properties": {"path": {"type": "string"}, "message": {"type": "string"}}},
-        },
-    },
-    "additionalProperties": True,
-}
-
-
 def _expected(root: Path) -> dict[str, Any]:
     """events/expected.json: what each fixture produces (empty when absent or unreadable)."""
     try:
@@ -126,20 +161,21 @@ def _fixture_statuses(root: Path, expected: dict[str, Any], template: Template,
     return statuses
 
 
-def _responses(root: Path, expected: dict[str, Any], template: Template, route: HttpRoute) -> dict[str, Any]:
+def _responses(root: Path, expected: dict[str, Any], template: Template, route: HttpRoute,
+               documented: dict[str, Any]) -> dict[str, Any]:
     statuses = _fixture_statuses(root, expected, template, route)
     responses: dict[str, Any] = {}
-    for status in sorted({*statuses, 503}):
-        reason = HTTPStatus(status).phrase
+    for status in sorted({*statuses, *(int(s) for s in documented)}):
+        entry = documented.get(str(status)) or {}
         cases = statuses.get(status, [])
-        if status == 503 and not cases:
-            reason += ": Redis is unreachable or not ready (retry later)"
-        schema: dict[str, Any] = {"$ref": "#/components/schemas/Error"} if status >= 400 else {"type": "object"}
-        responses[str(status)] = {
-            "description": reason + (f" (fixtures: {', '.join(cases)})" if cases else ""),
-            "content": {"application/json": {"schema": schema}},
-        }
-    return responses
+        description = entry.get("description") or HTTPStatus(status).phrase
+        response: dict[str, Any] = {"description": description + (f" (fixtures: {', '.join(cases)})" if cases else "")}
+        if "schema" in entry:
+            response["content"] = {"application/json": {"schema": entry["schema"]}}
+        if entry.get("headers"):
+            response["headers"] = entry["headers"]
+        responses[str(status)] = response
+    return responses or {"default": {"description": "not documented"}}
 
 
 def _parameters(path: str) -> list[dict[str, Any]]:
@@ -152,8 +188,11 @@ def _parameters(path: str) -> list[dict[str, Any]]:
 def build_openapi(template: Template, *, protected: set[str] | None = None) -> dict[str, Any]:
     """`protected`: route keys that need the API key (None: no key configured)."""
     root = template.path.parent  # schemas/ and events/ sit beside the template
-    schemas = _load_schemas(root)
+    names = _Names(root)
+    schemas = _load_schemas(root, names)
+    documented, bodies = _load_responses(root, names)
     payload = next((name for name in schemas if "." not in name), None)
+    payload_file = next((p for p in _schema_files(root) if names.of(p.name, None) == payload), None)
     expected = _expected(root)
     paths: dict[str, dict[str, Any]] = {}
     for route in template.routes():
@@ -165,23 +204,25 @@ def build_openapi(template: Template, *, protected: set[str] | None = None) -> d
             "operationId": spec.logical_id if len(spec.routes) == 1 else f"{spec.logical_id}{route.event}",
             "summary": spec.description or spec.logical_id,
             "tags": [spec.folder],
-            "responses": _responses(root, expected, template, route),
+            "responses": _responses(root, expected, template, route, documented.get(route.route_key) or {}),
         }
         if module is not None and module.__doc__:
             operation["description"] = module.__doc__.strip()
         if _parameters(route.path):
             operation["parameters"] = _parameters(route.path)
         if route.method in _BODY_METHODS and payload:
-            media: dict[str, Any] = {"schema": {"$ref": f"#/components/schemas/{payload}"}}
-            files = _schema_files(root)
-            examples = _examples(root, template, route, json.loads(files[0].read_text()) if files else None)
+            media: dict[str, Any] = {"schema": {"$ref": COMPONENTS + payload}}
+            examples = _examples(root, template, route, _read(payload_file) if payload_file else None)
             if examples:
                 media["examples"] = examples
             operation["requestBody"] = {"required": True, "content": {"application/json": media}}
         if protected is not None:
             operation["security"] = [{"apiKey": []}, {"bearer": []}] if route.route_key in protected else []
             if route.route_key in protected:
-                operation["responses"]["401"] = {"description": "missing or wrong API key"}
+                operation["responses"]["401"] = {
+                    "description": "missing or wrong API key",
+                    "content": {"application/json": {"schema": {"$ref": COMPONENTS + "GatewayMessage"}}},
+                }
         openapi_path = re.sub(r"\{([^}]+)\+\}", r"{\1}", route.path)
         methods = _ANY_METHODS if route.method == "ANY" else (route.method.lower(),)
         for method in methods:
@@ -194,7 +235,7 @@ def build_openapi(template: Template, *, protected: set[str] | None = None) -> d
             "description": f"Routes of {template.path.name}, served by `python -m local serve`.",
         },
         "paths": paths,
-        "components": {"schemas": {**schemas, "Error": ERROR_SCHEMA}},
+        "components": {"schemas": {**schemas, **bodies, "GatewayMessage": GATEWAY_MESSAGE}},
     }
     if protected is not None:
         document["components"]["securitySchemes"] = {
@@ -202,6 +243,88 @@ def build_openapi(template: Template, *, protected: set[str] | None = None) -> d
             "bearer": {"type": "http", "scheme": "bearer"},
         }
     return document
+
+
+# --------------------------------------------------------------------------- checking answers
+
+
+def documented_response(document: dict[str, Any], method: str, path: str, status: int) -> dict[str, Any] | None:
+    """What `document` says `method path` (an OpenAPI path, `{jobId}` and all) answers with
+    `status`, or None when it does not document that status."""
+    operation = (document.get("paths", {}).get(path) or {}).get(method.lower())
+    if operation is None:
+        return None
+    response: dict[str, Any] | None = operation.get("responses", {}).get(str(status))
+    return response
+
+
+def _ecma(pattern: str) -> str:
+    """A JSON Schema (ECMA-262) pattern for Python's `re`: `$` outside a character class
+    matches only at the very end (Python's would also match before a final newline)."""
+    out, in_class, escaped = [], False, False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "[" and not in_class:
+            in_class = True
+        elif char == "]" and in_class:
+            in_class = False
+        elif char == "$" and not in_class:
+            out.append(r"\Z")
+            continue
+        out.append(char)
+    return "".join(out)
+
+
+@cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(_ecma(pattern))
+
+
+@cache
+def _validator_class() -> Any:
+    from jsonschema import Draft202012Validator, validators
+    from jsonschema.exceptions import ValidationError
+
+    def pattern(validator: Any, pattern: str, instance: Any, schema: dict[str, Any]) -> Any:
+        if validator.is_type(instance, "string") and not _compiled(pattern).search(instance):
+            yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+    return validators.extend(Draft202012Validator, {"pattern": pattern})
+
+
+def schema_validator(document: dict[str, Any], schema: dict[str, Any]) -> Any:
+    """A validator of `schema` (a schema of `document`, its refs into the components), with
+    formats checked and patterns read as JSON Schema means them."""
+    from jsonschema import FormatChecker
+
+    root = {**copy.deepcopy(schema), "components": document.get("components", {})}
+    return _validator_class()(root, format_checker=FormatChecker())
+
+
+def response_problems(document: dict[str, Any], method: str, path: str, status: int, body: Any,
+                      headers: Callable[[str], str | None] | None = None) -> list[str]:
+    """Where an answer departs from `document`: an undocumented status, a body that is not
+    the documented schema's, a documented header missing (`headers`: name -> value)."""
+    response = documented_response(document, method, path, status)
+    if response is None:
+        return [f"{method.upper()} {path} does not document status {status}"]
+    problems = []
+    schema = (response.get("content") or {}).get("application/json", {}).get("schema")
+    if schema is not None:
+        validator = schema_validator(document, schema)
+        for error in sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path)):
+            where = "".join(f"/{p}" for p in error.absolute_path) or "/"
+            problems.append(f"{status} body at {where}: {error.message[:300]}")
+    for name, header in (response.get("headers") or {}).items():
+        value = headers(name) if headers is not None else None
+        if value is None:
+            problems.append(f"{status} without its {name} header")
+        elif "schema" in header and not schema_validator(document, header["schema"]).is_valid(value):
+            problems.append(f"{status} {name} header {value[:100]!r} is not as documented")
+    return problems
 
 
 DOCS_ASSETS = "/docs/assets"

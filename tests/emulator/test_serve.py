@@ -206,12 +206,15 @@ def test_openapi_and_docs(client: httpx.Client, anonymous: httpx.Client) -> None
     assert "minimal" in media["examples"]
     status = document["paths"]["/api/preview/job/{jobId}/status"]["get"]
     assert status["parameters"][0]["name"] == "jobId"
-    # Status codes come from what the fixtures produce, plus 503 (Redis down) everywhere.
-    assert {"200", "202", "400", "409", "413", "429", "503"} <= set(enqueue["responses"])
+    # Status codes and bodies from schemas/responses.schema.json, and what the fixtures produce.
+    assert {"200", "202", "400", "409", "413", "429", "500", "503"} <= set(enqueue["responses"])
     assert "conflict" in enqueue["responses"]["409"]["description"]
     assert enqueue["responses"]["400"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/Error"}
-    assert {"200", "400", "404", "503"} <= set(status["responses"])
+        "$ref": "#/components/schemas/BadRequest"}
+    assert enqueue["responses"]["202"]["headers"]["Location"]
+    assert {"200", "400", "404", "500", "503"} <= set(status["responses"])
+    assert status["responses"]["401"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/GatewayMessage"}
     assert document["paths"]["/api/preview/worker/health"]["get"]["security"] == []
     assert status["security"]
     # every reference resolves inside the document (draft-07 definitions moved to components)
