@@ -19,6 +19,7 @@ smallest request that showed it; the hand-written ones are minimal already)."""
 from __future__ import annotations
 
 import base64
+import collections
 import io
 import itertools
 import json
@@ -27,6 +28,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -107,7 +109,15 @@ def _image(kind: str, size: tuple[int, int] = (8, 6)) -> str:
     return f"data:image/{mime};base64,{base64.b64encode(buffer.getvalue()).decode()}"
 
 
-IMAGES = [_image(kind) for kind in ("PNG", "JPEG", "GIF", "BMP", "WEBP")]
+def _cut_png() -> str:
+    """A PNG whose header admission reads (8x6) and whose pixel data is cut off: only decoding
+    finds it broken, so a job showing it fails when it runs."""
+    whole = base64.b64decode(_image("PNG").split(",", 1)[1])
+    return "data:image/png;base64," + base64.b64encode(whole[:40]).decode()
+
+
+# The images jobs show: one of each format, one cut short, one in the (empty) asset folder.
+IMAGES = [*(_image(kind) for kind in ("PNG", "JPEG", "GIF", "BMP", "WEBP")), _cut_png(), "slides/missing.png"]
 _RENDER = json.loads(load_event("enqueue_job", "render")["body"])
 VOICE = next(a["uri"] for a in _RENDER["previewRequest"]["assets"] if a["type"] == "audio")
 
@@ -271,7 +281,7 @@ class Schemas:
     def strings(self, node: dict[str, Any]) -> st.SearchStrategy[str]:
         low, high = node.get("minLength", 0), node.get("maxLength")
         if node.get("format") == "date-time":
-            return st.datetimes(timezones=st.just(__import__("datetime").UTC)).map(
+            return st.datetimes(timezones=st.just(UTC)).map(
                 lambda moment: moment.isoformat().replace("+00:00", "Z"))
         if "pattern" in node:
             strings = st.from_regex(node["pattern"], fullmatch=True)
@@ -538,6 +548,7 @@ class Exercise:
         self.admitted: dict[str, Admitted] = {}
         self.sent = 0
         self.statuses: dict[int, int] = {}
+        self.reasons: collections.Counter[str] = collections.Counter()  # why admitted jobs failed
 
     def send(self, request: Request) -> httpx.Response | None:
         if request.pick is not None and self.admitted:
@@ -630,6 +641,7 @@ def settle(exercise: Exercise, findings: Findings, budget_s: float) -> dict[str,
                 fetch_artifact(exercise, job)
             elif state == "failed":
                 outcomes["failed"] += 1
+                exercise.reasons[re.sub(r"'[^']*'", "_", reason)[:70]] += 1
                 if "lease" in reason.lower():
                     findings.add("an admitted job failed on a lease", reason, job.request)
                 elif status.get("attemptsMade") != 1:
@@ -700,5 +712,5 @@ def test_every_answer_is_documented_and_every_admitted_job_renders(client: httpx
     elapsed = time.monotonic() - started
     print(f"\nproperty: {hand_written} hand-written + {generated_count} generated requests, "
           f"{exercise.sent} in all with the follow-ups; statuses {dict(sorted(exercise.statuses.items()))}; "
-          f"{len(exercise.admitted)} jobs admitted: {outcomes}; {elapsed:.1f} s")
+          f"{len(exercise.admitted)} jobs admitted: {outcomes}, failed for {dict(exercise.reasons)}; {elapsed:.1f} s")
     assert not findings.found, findings.report()
