@@ -1,11 +1,13 @@
 """Encode slides (and mixed audio) with PyAV.
 
-A slideshow has very few distinct pictures, so each step is encoded as ONE frame whose
-timestamp is the step start and whose duration is the step length (a variable-frame-rate
-stream on the `fps` grid), instead of re-encoding the same picture `fps` times a second. For
-MP4/WebM the last picture is repeated on the final frame slot so the stream's last timestamp
-(which some players use as the duration) lands within one frame of the real end.
-GIF stores a delay per frame natively, so each step is just one frame with its delay.
+MP4 and WebM are constant frame rate: every slot of the `fps` grid holds a frame, so players,
+editors and `ffmpeg -ss` find the picture that is on screen at any time. A slideshow still has
+very few distinct pictures, so each step's picture is converted to YUV once and that one frame
+is sent to the encoder for each of the step's slots (new timestamp, same pixels): the encoder
+codes the repeats as skipped blocks, which costs a small fraction of a real frame. Every step
+starts on a keyframe (forced), and a long step gets one at least every KEYFRAME_SECONDS, so a
+seek decodes little. GIF stores a delay per frame natively, so each step is one frame with its
+delay (the format's own way to hold a picture).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextlib
 import queue
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -29,19 +32,25 @@ from shared.render.plan import AUDIO_RATE, RenderPlan
 _BT709 = 1
 _RANGE_TV = 1
 
-# Measured on 1280x720 slides (bench/render_bench.py): with a keyframe forced at every step,
-# x264 ultrafast + stillimage is the fastest preset AND gives files no larger than veryfast at
-# the same quality (every step is a scene change anyway). VP9 in realtime mode over-spends on
-# forced keyframes (3x the bytes for +0.7 dB), so it picks its own and uses a lower CRF instead.
+# Measured with a keyframe forced at every step and every other frame a repeat (the render
+# bench's slides; 2 CPUs): x264 ultrafast is the fastest preset by 2x (superfast and veryfast
+# analyse the repeats far more for 20% fewer bytes). Constant QP rather than CRF: CRF keeps
+# refining a still picture over its repeats (about 3x the bytes for PSNR already past 53 dB)
+# and needs x264's lookahead analysis of every frame, 35% of the time; at qp 21 the keyframes
+# come out at about 53 dB on captioned slides. Frame threads are 5% faster than slice threads.
+# VP9 realtime at cpu-used 8 (its fastest); static-thresh lets it skip unchanged blocks
+# without analysing them (20% faster on the repeats, same pictures), one tile column is the
+# fastest at 720p and as fast as more at 1080p; crf 28 keeps keyframes at about 55 dB.
 _VIDEO_OPTIONS: dict[str, dict[str, str]] = {
-    "libx264": {"preset": "ultrafast", "tune": "stillimage", "crf": "21"},
+    "libx264": {"preset": "ultrafast", "tune": "stillimage", "qp": "21"},
     "libvpx-vp9": {
-        "deadline": "realtime", "cpu-used": "8", "row-mt": "1", "tile-columns": "2",
-        "crf": "24", "b": "0", "lag-in-frames": "0",
+        "deadline": "realtime", "cpu-used": "8", "row-mt": "1", "tile-columns": "0", "static-thresh": "1",
+        "crf": "28", "b": "0", "lag-in-frames": "0",
     },
     "gif": {},
 }
-_FORCE_KEYFRAMES = {"libx264": True, "libvpx-vp9": False, "gif": True}
+_THREAD_TYPE = {"libx264": "FRAME"}
+KEYFRAME_SECONDS = 10  # the longest stretch without a keyframe inside a step
 _CONTAINER_OPTIONS: dict[str, dict[str, str]] = {
     # faststart moves the index to the front so browsers can play while downloading;
     # bitexact leaves out library version strings so identical input gives identical bytes
@@ -71,6 +80,40 @@ def to_pal8(image: Image.Image) -> av.VideoFrame:
     return av.VideoFrame.from_ndarray((np.asarray(indexed), palette), format="pal8")  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True)
+class Delivered:
+    """What the video stream of a finished file holds, read off the packets as they were muxed
+    (not what was asked for): reported in preview.json."""
+
+    frames: int
+    frame_rate: int | None  # frames per second of a constant-rate stream; None for GIF
+    duration: Fraction  # seconds: the last frame's end
+    keyframe_times: tuple[Fraction, ...]  # MP4/WebM: where a decoder can start
+    frame_delays: tuple[int, ...]  # GIF: each frame's delay in centiseconds
+
+    def summary(self) -> dict[str, Any]:
+        if self.frame_rate is None:
+            return {
+                "constantFrameRate": False,
+                "frameRate": None,
+                "frames": self.frames,
+                "frameDelaysCs": list(self.frame_delays),
+                "durationSec": _seconds(self.duration),
+            }
+        return {
+            "constantFrameRate": True,
+            "frameRate": self.frame_rate,
+            "frames": self.frames,
+            "durationSec": _seconds(self.duration),
+            "keyframes": len(self.keyframe_times),
+            "keyframeTimesSec": [_seconds(t) for t in self.keyframe_times],
+        }
+
+
+def _seconds(value: Fraction) -> float:
+    return round(float(value), 6)
+
+
 class PreviewEncoder:
     """Writes one preview file. Call `add_step` in timeline order, then `finish` (or `abort`).
 
@@ -84,10 +127,10 @@ class PreviewEncoder:
     def __init__(self, path: Path, plan: RenderPlan, with_audio: bool,
                  waiting: Callable[[], None] | None = None) -> None:
         self.plan = plan
-        self.waiting = waiting  # called about every AUDIO_WAIT_SECONDS while the audio lags
+        # called every second of video, and about every AUDIO_WAIT_SECONDS while the audio lags
+        self.waiting = waiting
         spec = plan.spec
         self.is_gif = spec.name == "gif"
-        self.force_keyframes = _FORCE_KEYFRAMES[spec.video_encoder]
         self.container: Any = av.open(str(path), mode="w", format=spec.name,
                                       options=_CONTAINER_OPTIONS[spec.name])
         try:
@@ -98,7 +141,11 @@ class PreviewEncoder:
         except BaseException:
             self.container.close()
             raise
-        self._durations: dict[int, int] = {}
+        self._gif_delays: dict[int, int] = {}  # pts -> delay of each GIF frame sent
+        self._frames = 0
+        self._last = (0, 0)  # pts and duration of the last video packet
+        self._keyframes: list[int] = []  # pts
+        self._delays: list[int] = []  # GIF: centiseconds
         self._audio_packets: queue.SimpleQueue[av.Packet | None] = queue.SimpleQueue()  # None: the end
         self._audio_next: av.Packet | None = None
         self._audio_done = self.audio is None
@@ -114,7 +161,10 @@ class PreviewEncoder:
             stream.pix_fmt = "yuv420p"
             ctx = stream.codec_context
             ctx.time_base = Fraction(1, plan.fps)
-            ctx.max_b_frames = 0  # no reordering: pts map 1:1 to the durations we assign
+            ctx.max_b_frames = 0  # no reordering: packets come out in timeline order
+            ctx.gop_size = KEYFRAME_SECONDS * plan.fps
+            if encoder in _THREAD_TYPE:
+                ctx.thread_type = _THREAD_TYPE[encoder]
             ctx.color_primaries = _BT709
             ctx.color_trc = _BT709
             ctx.colorspace = _BT709
@@ -128,39 +178,64 @@ class PreviewEncoder:
         stream.bit_rate = _AUDIO_BITRATE.get(encoder, 128_000)
         return stream
 
-    def _ticks(self, frame_index: int) -> int:
-        """A frame-grid position in the video codec's time base."""
+    def picture(self, image: Image.Image) -> av.VideoFrame:
+        """`image` as the encoder takes it (YUV, or a palette for GIF): once per step, and safe
+        to call on another thread while `add_step` encodes an earlier step."""
+        return to_pal8(image) if self.is_gif else to_yuv(image)
+
+    def add_step(self, picture: av.VideoFrame, start_frame: int, end_frame: int) -> None:
+        """`picture` (from `picture`) on screen from frame slot `start_frame` up to, not
+        including, `end_frame`. Calls `waiting` every second of video, so a long step can be
+        stopped."""
         if self.is_gif:
             fps = self.plan.fps
-            return (frame_index * 200 + fps) // (2 * fps)
-        return frame_index
-
-    def add_step(self, image: Image.Image, start_frame: int, end_frame: int, is_last: bool) -> None:
-        start, end = self._ticks(start_frame), self._ticks(end_frame)
-        if end <= start:
-            return  # shorter than one frame at this fps: nothing can show it
-        if self.is_gif:
-            self._encode_video(to_pal8(image), start, end - start, key=True)
+            start, end = ((index * 200 + fps) // (2 * fps) for index in (start_frame, end_frame))  # centiseconds
+            if end > start:  # shorter than one centisecond: nothing can show it
+                self._gif_delays[start] = end - start
+                picture.pts, picture.time_base = start, GIF_TIME_BASE
+                picture.pict_type = av.video.frame.PictureType.I
+                self._encode_video(picture)
             return
-        repeat = is_last and end - start > 1
-        self._encode_video(to_yuv(image), start, end - start - (1 if repeat else 0), key=self.force_keyframes)
-        if repeat:
-            self._encode_video(to_yuv(image), end - 1, 1, key=False)
+        if end_frame <= start_frame:
+            return  # shorter than one frame at this fps: nothing can show it
+        # the encoder keeps its own reference to each frame it is sent (pixels and fields), so
+        # the one frame is stamped again for every slot: only pts changes after the first
+        picture.time_base = self.video.codec_context.time_base
+        picture.duration = 1
+        picture.pts = start_frame
+        picture.pict_type = av.video.frame.PictureType.I  # a keyframe at every step start
+        self._encode_video(picture)
+        picture.pict_type = av.video.frame.PictureType.NONE  # the rest: the encoder's choice
+        fps = self.plan.fps
+        for index in range(start_frame + 1, end_frame):
+            picture.pts = index
+            self._encode_video(picture)
+            if self.waiting is not None and (index - start_frame) % fps == 0:
+                self.waiting()
 
-    def _encode_video(self, frame: av.VideoFrame | None, pts: int = 0, duration: int = 0, key: bool = False) -> None:
-        if frame is not None:
-            frame.pts = pts
-            frame.time_base = self.video.codec_context.time_base
-            if key:
-                frame.pict_type = av.video.frame.PictureType.I
-            self._durations[pts] = duration
+    def _encode_video(self, frame: av.VideoFrame | None) -> None:
         for packet in self.video.encode(frame):
-            # encoders leave the duration of a VFR frame unset; the muxer needs it for the last
-            # sample (MP4 sample table, GIF delay, Matroska block duration)
-            if packet.pts is not None and self._durations.get(packet.pts):
-                packet.duration = self._durations[packet.pts]
-            self._mux_audio_until(_packet_time(packet))
+            if self.is_gif:
+                # the GIF encoder leaves the duration unset; the muxer writes it as the delay
+                packet.duration = self._gif_delays.get(packet.pts, packet.duration)
+                self._delays.append(packet.duration)
+            elif not packet.duration:
+                packet.duration = 1  # one slot: the muxer needs it for the last sample
+            if packet.is_keyframe and not self.is_gif:
+                self._keyframes.append(packet.pts)
+            self._frames += 1
+            self._last = (packet.pts, packet.duration)
+            if not self._audio_done:
+                self._mux_audio_until(_packet_time(packet))
             self.container.mux(packet)
+
+    def delivered(self) -> Delivered:
+        """What the file holds, counted off the video packets; complete once `finish` ran."""
+        time_base = self.video.codec_context.time_base
+        end = Fraction(sum(self._last)) * time_base if self._frames else Fraction(0)
+        return Delivered(frames=self._frames, frame_rate=None if self.is_gif else self.plan.fps, duration=end,
+                         keyframe_times=tuple(Fraction(pts) * time_base for pts in self._keyframes),
+                         frame_delays=tuple(self._delays))
 
     def _mux_audio_until(self, limit: Fraction | None) -> None:
         """Mux the audio packets earlier than `limit` (all of them when None), waiting for the
@@ -222,3 +297,4 @@ class PreviewEncoder:
 def _packet_time(packet: av.Packet) -> Fraction:
     stamp = packet.dts if packet.dts is not None else packet.pts
     return Fraction(stamp or 0) * packet.time_base
+

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,9 +21,9 @@ from shared.contract import JobRequest
 from shared.render import outputs
 from shared.render.assets import AssetLoader, decode_image
 from shared.render.audio import AudioMix, PcmSource
-from shared.render.encode import PreviewEncoder
+from shared.render.encode import AUDIO_WAIT_SECONDS, Delivered, PreviewEncoder
 from shared.render.frames import compose, letterbox
-from shared.render.plan import RenderPlan, plan_preview
+from shared.render.plan import PlannedStep, RenderPlan, plan_preview
 from shared.settings import Settings
 
 # Fitted step images kept in memory between the asset check and the encode. Past this budget
@@ -29,6 +32,7 @@ from shared.settings import Settings
 IMAGE_CACHE_BYTES = 256 * 1024 * 1024
 IMAGE_THREADS = 4
 PREFETCH_STEPS = 4
+BACKGROUND_NICE = 19  # threads that work ahead of the encode yield the CPU to it
 
 ProgressCallback = Callable[[int], None]
 
@@ -77,95 +81,168 @@ class _Progress:
         self(start + (end - start) * done / max(1, total))
 
 
+def _background() -> None:
+    """Lower the calling thread's scheduling priority (Linux, where a thread has its own nice
+    value; threads it starts inherit it). Elsewhere a no-op: there it would be the process's."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+
+
 def _threads(jobs: int) -> int:
     return max(1, min(IMAGE_THREADS, os.cpu_count() or 1, jobs))
 
 
 class _Images:
-    """Step images, fitted to the frame. All are loaded once up front (so a bad asset fails the
-    job before any encoding) and kept while they fit the memory budget; the rest are loaded
-    again shortly before their step, in background threads, while earlier steps encode."""
+    """Step images, fitted to the frame. Every image is fetched and decoded once as early as
+    possible (so a bad asset fails the job at once, not when its step comes): before anything
+    else in a dry run, alongside the encoding of the first steps in a render. Those that fit the
+    memory budget are fitted and kept; the others are only decoded (the proof they load) and are
+    loaded again shortly before their step, in background threads, while earlier steps encode.
+
+    Thread-safe between one `preload` and one consumer of `in_step_order`.
+    """
 
     def __init__(self, plan: RenderPlan, loader: AssetLoader) -> None:
         self.plan = plan
         self.loader = loader
+        self.cost = plan.width * plan.height * 3  # a fitted image is always frame-sized RGB
         self.cache: dict[str, Image.Image] = {}
-        self.budget = IMAGE_CACHE_BYTES
+        self.budget = IMAGE_CACHE_BYTES  # less the cached and reserved images
         self.remaining_uses: dict[str, int] = {}
         for step in plan.steps:
             if step.asset_id is not None:
                 self.remaining_uses[step.asset_id] = self.remaining_uses.get(step.asset_id, 0) + 1
+        self.checked = 0  # images the preload has proved, in order
+        self._passed: set[str] = set()
+        self._failure: BaseException | None = None
+        self._state = threading.Condition()
 
     def _load(self, asset_id: str) -> Image.Image:
         plan = self.plan
-        data = self.loader.fetch(plan.assets[asset_id])
-        image = decode_image(data, asset_id, (plan.width, plan.height))
-        return letterbox(image, plan.width, plan.height)
+        return letterbox(self._decode(asset_id), plan.width, plan.height)
 
-    @staticmethod
-    def _cost(image: Image.Image) -> int:
-        return image.width * image.height * 3
+    def _decode(self, asset_id: str) -> Image.Image:
+        plan = self.plan
+        data = self.loader.fetch(plan.assets[asset_id])
+        return decode_image(data, asset_id, (plan.width, plan.height))
+
+    def _reserve(self) -> bool:
+        with self._state:
+            if self.cost > self.budget:
+                return False
+            self.budget -= self.cost
+            return True
+
+    def _unreserve(self) -> None:
+        with self._state:
+            self.budget += self.cost
 
     def _keep(self, asset_id: str, fitted: Image.Image) -> None:
-        if asset_id not in self.cache and self._cost(fitted) <= self.budget:
+        """Cache `fitted` if the budget allows (the caller holds the lock)."""
+        if asset_id not in self.cache and self.cost <= self.budget:
             self.cache[asset_id] = fitted
-            self.budget -= self._cost(fitted)
+            self.budget -= self.cost
 
     def _release(self, asset_id: str) -> None:
-        image = self.cache.pop(asset_id, None)
-        if image is not None:
-            self.budget += self._cost(image)
+        if self.cache.pop(asset_id, None) is not None:
+            self.budget += self.cost
 
-    def preload(self, asset_ids: list[str], on_loaded: Callable[[int], None]) -> None:
-        """Fetch, decode and fit every image, a few at a time in threads: Pillow's decoders and
-        resampling run without the GIL, so this uses every core. Results are consumed in order,
-        so the first bad asset (in payload order) is the error reported, and at most `window`
-        fitted images wait in memory beyond the cache."""
+    def preload(self, asset_ids: list[str], on_loaded: Callable[[int], None] | None = None,
+                stop: threading.Event | None = None) -> None:
+        """Fetch and decode every image, a few at a time in threads: Pillow's decoders and
+        resampling run without the GIL, so this uses every core. Results are taken in order, so
+        the first bad asset (in payload order) is the error reported (also to a consumer waiting
+        in `in_step_order`), and at most `window` images wait in memory beyond the cache. Ends
+        early, quietly, once `stop` is set."""
         if not asset_ids:
             return
         workers = _threads(len(asset_ids))
         window = workers * 2
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="render-assets") as pool:
-            pending: deque[tuple[str, Future[Image.Image]]] = deque()
+            pending: deque[tuple[str, bool, Future[Image.Image]]] = deque()
             upcoming = iter(asset_ids)
-            done = 0
             try:
-                while True:
+                while stop is None or not stop.is_set():
                     while len(pending) < window and (asset_id := next(upcoming, None)) is not None:
-                        pending.append((asset_id, pool.submit(self._load, asset_id)))
+                        keep = self._reserve()  # fitted only when it will be kept
+                        pending.append((asset_id, keep, pool.submit(self._load if keep else self._decode, asset_id)))
                     if not pending:
                         break
-                    asset_id, future = pending.popleft()
-                    self._keep(asset_id, future.result())
-                    done += 1
-                    on_loaded(done)
-            except BaseException:
-                for _, future in pending:
-                    future.cancel()
+                    asset_id, keep, future = pending.popleft()
+                    try:
+                        image = future.result()
+                    except BaseException:
+                        pending.appendleft((asset_id, keep, future))
+                        raise
+                    with self._state:
+                        if keep:
+                            self.cache[asset_id] = image
+                        self._passed.add(asset_id)
+                        self.checked += 1
+                        self._state.notify_all()
+                    if on_loaded is not None:
+                        on_loaded(self.checked)
+            except BaseException as exc:
+                with self._state:
+                    self._failure = exc
+                    self._state.notify_all()
                 raise
+            finally:
+                for _, keep, future in pending:
+                    future.cancel()
+                    if keep:
+                        self._unreserve()
+
+    def failure(self) -> BaseException | None:
+        """The preload's error, once it has failed."""
+        return self._failure
+
+    def abandon(self) -> None:
+        """Wake a consumer waiting on a preload that will not finish (the render is stopping)."""
+        with self._state:
+            if self._failure is None:
+                self._failure = RuntimeError("render stopped")
+            self._state.notify_all()
+
+    def _checked_image(self, asset_id: str) -> Image.Image | None:
+        """Once the preload has proved `asset_id`: its cached image, or None (load it again)."""
+        with self._state:
+            while asset_id not in self._passed:
+                if self._failure is not None:
+                    raise self._failure
+                self._state.wait()
+            return self.cache.get(asset_id)
+
+    def _needs_reload(self, asset_id: str) -> bool:
+        with self._state:
+            return asset_id in self._passed and asset_id not in self.cache
 
     def in_step_order(self, pool: ThreadPoolExecutor) -> Generator[Image.Image | None, None, None]:
-        """The fitted image of each step (None for steps without one), in timeline order.
-        Images not cached are loaded on `pool` a few steps ahead of their use."""
+        """The fitted image of each step (None for steps without one), in timeline order, as
+        soon as the preload has proved it. Images not cached are loaded on `pool` a few steps
+        ahead of their use."""
         steps = self.plan.steps
         loading: dict[str, Future[Image.Image]] = {}
         for index, step in enumerate(steps):
             for ahead in steps[index:index + PREFETCH_STEPS]:
                 wanted = ahead.asset_id
-                if wanted is not None and wanted not in self.cache and wanted not in loading:
+                if wanted is not None and wanted not in loading and self._needs_reload(wanted):
                     loading[wanted] = pool.submit(self._load, wanted)
             asset_id = step.asset_id
             if asset_id is None:
                 yield None
                 continue
-            image = self.cache.get(asset_id)
+            image = self._checked_image(asset_id)
             if image is None:
-                image = loading.pop(asset_id).result()
-            self.remaining_uses[asset_id] -= 1
-            if self.remaining_uses[asset_id] > 0:
-                self._keep(asset_id, image)  # room may have freed up since the preload
-            else:
-                self._release(asset_id)
+                future = loading.pop(asset_id, None)
+                image = future.result() if future is not None else self._load(asset_id)
+            with self._state:
+                self.remaining_uses[asset_id] -= 1
+                if self.remaining_uses[asset_id] > 0:
+                    self._keep(asset_id, image)  # room may have freed up since the preload
+                else:
+                    self._release(asset_id)
             yield image
 
 
@@ -186,20 +263,51 @@ def _check_audio(plan: RenderPlan, loader: AssetLoader) -> dict[str, bytes]:
 
 
 def _encode(plan: RenderPlan, out_dir: Path, images: _Images, audio: dict[str, bytes],
-            report: _Progress) -> None:
-    """Slides are composed and encoded on this thread while helper threads encode the audio
-    and write the poster: all of them spend their time in C code that releases the GIL. The
-    audio (the slowest part for long previews: AAC runs ~100x real time) starts first, while
-    the step images are still being loaded and checked."""
+            report: _Progress) -> Delivered:
+    """Four things run at once, all of them mostly in C code that releases the GIL: the audio
+    encode (the slowest part for long previews: AAC runs ~100x real time; it starts first), the
+    check of every step image, the composing of the next step's picture, and on this thread the
+    video encode of the current one (the poster is written on the side)."""
     spec = plan.spec
     final = out_dir / spec.filename
     partial = out_dir / f".{spec.filename}.part"
     sources: list[PcmSource] = []
     encoder: PreviewEncoder | None = None
-    helpers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="render-encode")
-    loaders = ThreadPoolExecutor(max_workers=_threads(len(plan.steps)), thread_name_prefix="render-assets")
+    helpers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render-audio")
+    # the rest works ahead of the video encode, at a lower priority: it has time, the encode
+    # (this thread and the encoder's own threads) is what the job waits for
+    background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="render-encode", initializer=_background)
+    composer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render-compose", initializer=_background)
+    loaders = ThreadPoolExecutor(max_workers=_threads(len(plan.steps)), thread_name_prefix="render-assets",
+                                 initializer=_background)
     cancelled = threading.Event()
     step_images = images.in_step_order(loaders)
+    image_ids = plan.image_asset_ids()
+    steps_done = 0
+
+    def progress() -> None:
+        report(2 + 13 * images.checked / max(1, len(image_ids)) + 80 * steps_done / len(plan.steps))
+
+    def poll() -> None:
+        """During long work: the caller may stop the render; a bad image stops it at once."""
+        failure = images.failure()
+        if failure is not None:
+            raise failure
+        progress()
+
+    def prepare(step: PlannedStep) -> tuple[Image.Image, Any]:
+        assert encoder is not None
+        frame = compose(plan.width, plan.height, next(step_images), step.title, step.text,
+                        plan.include_captions, title_card=plan.title_card)
+        return frame, encoder.picture(frame)
+
+    def ready(future: Future[tuple[Image.Image, Any]]) -> tuple[Image.Image, Any]:
+        while True:
+            try:
+                return future.result(timeout=AUDIO_WAIT_SECONDS)
+            except FutureTimeout:
+                poll()
+
     try:
         mix = None
         if plan.has_audio:
@@ -208,38 +316,48 @@ def _encode(plan: RenderPlan, out_dir: Path, images: _Images, audio: dict[str, b
             music = PcmSource(audio[plan.music], plan.music) if plan.music else None
             sources += [music] if music else []
             mix = AudioMix(narration, music, plan.music_volume)
-        encoder = PreviewEncoder(partial, plan, with_audio=mix is not None, waiting=report.tick)
+        encoder = PreviewEncoder(partial, plan, with_audio=mix is not None, waiting=poll)
         audio_job = helpers.submit(encoder.encode_audio, mix.read, plan.total_samples, cancelled) if mix else None
-        image_ids = plan.image_asset_ids()
-        images.preload(image_ids, lambda done: report.span(2, 15, done, len(image_ids)))
+        checks = background.submit(images.preload, image_ids, None, cancelled)
         poster: Future[None] | None = None
-        last = len(plan.steps) - 1
-        for step, image in zip(plan.steps, step_images, strict=True):
-            frame = compose(plan.width, plan.height, image, step.title, step.text,
-                            plan.include_captions, title_card=plan.title_card)
+        upcoming = composer.submit(prepare, plan.steps[0])
+        for step in plan.steps:
+            frame, picture = ready(upcoming)
+            if step.index + 1 < len(plan.steps):
+                upcoming = composer.submit(prepare, plan.steps[step.index + 1])  # while this one encodes
             if step.index == 0:
-                poster = helpers.submit(frame.save, out_dir / layout.POSTER, format="PNG")
-            encoder.add_step(frame, step.start_frame, step.end_frame, is_last=step.index == last)
-            report.span(15, 95, step.index + 1, len(plan.steps))
+                poster = background.submit(frame.save, out_dir / layout.POSTER, format="PNG")
+            encoder.add_step(picture, step.start_frame, step.end_frame)
+            steps_done += 1
+            poll()
+        checks.result()
         encoder.finish()
+        delivered = encoder.delivered()
         if audio_job is not None:
             audio_job.result()  # an audio failure (say, a corrupt stretch) surfaces here
         if poster is not None:
             poster.result()
     except BaseException:
         cancelled.set()
+        images.abandon()  # wakes the composer if it waits on a check that will not come
+        composer.shutdown(wait=True, cancel_futures=True)
+        background.shutdown(wait=True, cancel_futures=True)
         helpers.shutdown(wait=True, cancel_futures=True)  # before the container goes away
         if encoder is not None:
             encoder.abort()
         partial.unlink(missing_ok=True)
+        (out_dir / layout.POSTER).unlink(missing_ok=True)  # a failed render leaves nothing
         raise
     finally:
+        composer.shutdown(wait=True)
         step_images.close()
         loaders.shutdown(wait=True, cancel_futures=True)
+        background.shutdown(wait=True)
         helpers.shutdown(wait=True)
         for source in sources:
             source.close()
     os.replace(partial, final)
+    return delivered
 
 
 def render_preview(request: JobRequest, out_dir: Path, settings: Settings,
@@ -263,12 +381,13 @@ def render_preview(request: JobRequest, out_dir: Path, settings: Settings,
     report(2)
 
     summary = plan.to_summary()
+    summary["delivered"] = None  # what the video file holds, read off the encoded stream
     if plan.dry_run:
         image_ids = plan.image_asset_ids()
         images.preload(image_ids, lambda done: report.span(2, 90, done, len(image_ids)))
         names = [layout.SUMMARY]
     else:  # images are checked inside, while the audio already encodes
-        _encode(plan, out_dir, images, audio, report)
+        summary["delivered"] = _encode(plan, out_dir, images, audio, report).summary()
         outputs.write_text(out_dir / layout.CAPTIONS, outputs.captions_vtt(plan))
         names = [plan.spec.filename, layout.POSTER, layout.CAPTIONS, layout.SUMMARY]
     outputs.write_json(out_dir / layout.SUMMARY, summary)
