@@ -17,7 +17,8 @@ Ours runs in a fresh interpreter per run (imports done before the clock starts, 
 worker); its time is the `render_preview` call: asset decode, letterboxing, captions, encode,
 poster, captions file, JSON and hashes. ffmpeg's is its process from start to exit (PNG
 decode, conversion, encode). Rounds alternate ours and ffmpeg; the median and min-max are
-printed, with each process's peak RSS (ru_maxrss). MoviePy (ImageClip per step, concatenated,
+printed, with each process's peak RSS (its own: VmHWM for ours, ru_maxrss of ffmpeg spawned
+from a small launcher) and CPU time. MoviePy (ImageClip per step, concatenated,
 libx264 ultrafast: what a Python user would otherwise write) renders the MP4 for contrast.
 """
 
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -230,23 +230,52 @@ class Finished:
     report: dict[str, Any]  # what the child printed as JSON on its last line (ours, MoviePy)
 
 
-def run_process(command: Sequence[str], cwd: Path = harness.REPO_ROOT) -> Finished:
-    """Run `command` to its end; its wall time and peak RSS (from wait4, so this process's own
-    size is not in it)."""
+# Starts a command from a small interpreter and reports its wall time, CPU time and peak RSS.
+# Linux counts a child's pre-exec memory (the spawning process's, shared until exec) in its
+# ru_maxrss, so a child spawned by this (large) bench would show at least the bench's size;
+# spawned from this launcher (about 10 MB) the figure is the child's own.
+LAUNCHER = """import json, os, sys, time
+started = time.perf_counter()
+pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+print(json.dumps({"status": os.waitstatus_to_exitcode(status), "wall": time.perf_counter() - started,
+                  "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024}))
+"""
+
+
+def run_process(command: Sequence[str], measured: bool = False, cwd: Path = harness.REPO_ROOT) -> Finished:
+    """Run `command` to its end. `measured`: through LAUNCHER, for the command's own wall
+    time, CPU and peak RSS; otherwise the process reports its figures itself (the JSON on its
+    last line of output)."""
+    full = [sys.executable, "-S", "-c", LAUNCHER, *command] if measured else list(command)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        process = subprocess.Popen(list(command), cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-        _, status, usage = os.wait4(process.pid, 0)
+        status = subprocess.run(full, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err).returncode
         wall = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-    if process.returncode != 0:
-        raise RuntimeError(f"{command[0]} exited with {process.returncode}: {stderr.strip()[-2000:]}")
     lines = stdout.strip().splitlines()
     report = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
-    return Finished(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, report)
+    status = report.get("status", status) if measured else status
+    if status != 0:
+        raise RuntimeError(f"{command[0]} exited with {status}: {stderr.strip()[-2000:]}")
+    if measured:
+        return Finished(report["wall"], report["cpu"], report["rss_mb"], report)
+    return Finished(wall, report.get("cpu", 0.0), report.get("rss_mb", 0.0), report)
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak resident set (VmHWM: its memory since exec, nothing inherited)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def ours_command(job: dict[str, Any], env: dict[str, str], out: Path, spec: Path) -> list[str]:
@@ -272,7 +301,7 @@ def child_ours(spec_path: str) -> int:
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     print(json.dumps({"seconds": seconds, "cpu": cpu, "delivered": result.summary["delivered"],
-                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "rss_mb": peak_rss_mb()}))
     return 0
 
 
@@ -321,8 +350,11 @@ def child_moviepy(spec_json: str) -> int:
     concatenate_videoclips(clips).write_videofile(spec["out"], fps=spec["fps"], codec="libx264",
                                                   preset="ultrafast", audio=False, logger=None)
     seconds = time.perf_counter() - started
-    print(json.dumps({"seconds": seconds,
-                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime  # its ffmpeg's too
+    print(json.dumps({"seconds": seconds, "cpu": cpu, "rss_mb": peak_rss_mb(),
+                      # an upper bound: the child's figure includes what it shared with this
+                      # process before its exec (see LAUNCHER)
                       "ffmpeg_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
     return 0
 
@@ -383,7 +415,7 @@ def bench_case(case: Case, work: Path, runs: int, ffmpeg: str | None, extras: bo
             row.seconds.append(finished.report["seconds"])
             row.rss_mb.append(finished.rss_mb)
             row.process_seconds.append(finished.wall)
-            row.cpu_seconds.append(finished.report["cpu"])
+            row.cpu_seconds.append(finished.cpu)
             return float(finished.report["seconds"])
 
         contenders["ours"] = measure_ours
@@ -394,7 +426,7 @@ def bench_case(case: Case, work: Path, runs: int, ffmpeg: str | None, extras: bo
             ff_command = ffmpeg_command(ffmpeg, case, fmt, frames_dir, starts, ff_out)
 
             def measure_ffmpeg(_round: int, row: Row = theirs, command: list[str] = ff_command) -> float:
-                finished = run_process(command)
+                finished = run_process(command, measured=True)
                 row.seconds.append(finished.wall)
                 row.rss_mb.append(finished.rss_mb)
                 row.cpu_seconds.append(finished.cpu)
@@ -421,8 +453,10 @@ def bench_case(case: Case, work: Path, runs: int, ffmpeg: str | None, extras: bo
         for _ in range(moviepy_runs):
             finished = run_process(moviepy_command(case, frames_dir, out))
             row.seconds.append(finished.report["seconds"])
+            row.cpu_seconds.append(finished.cpu)
             row.rss_mb.append(finished.report["rss_mb"])
-            row.note = f"its ffmpeg child: {finished.report['ffmpeg_rss_mb']:.0f} MB peak RSS"
+            row.note = (f"peak RSS is its Python process's; its ffmpeg child's is at most "
+                        f"{finished.report['ffmpeg_rss_mb']:.0f} MB")
         row.output = Output.read(out)
         rows.append(row)
     elif extras:
@@ -438,6 +472,7 @@ def bench_case(case: Case, work: Path, runs: int, ffmpeg: str | None, extras: bo
             for _ in range(runs):
                 finished = run_process(command)
                 row.seconds.append(finished.report["seconds"])
+                row.cpu_seconds.append(finished.cpu)
                 row.rss_mb.append(finished.rss_mb)
             row.output = Output.read(out / f"preview.{fmt}")
             rows.append(row)
@@ -462,11 +497,13 @@ def format_table(results: Sequence[CaseResult]) -> str:
     for result in results:
         for row in result.rows:
             out = row.output
-            lines.append((row.case.name, row.fmt, row.who, spread(row.seconds), spread(row.rss_mb, 0),
+            lines.append((row.case.name, row.fmt, row.who, spread(row.seconds),
+                          f"{statistics.median(row.cpu_seconds):.2f}" if row.cpu_seconds else "-",
+                          f"{statistics.median(row.rss_mb):.0f}" if row.rss_mb else "-",
                           f"{out.size / 1024:.0f}" if out else "-", str(out.frames) if out else "-",
                           str(len(out.keyframes)) if out else "-", f"{out.duration:.3f}" if out else "-"))
-    return harness.grid(("case", "format", "encoder", "wall s, median (min-max)", "peak RSS MB", "size KB",
-                         "frames", "keyframes", "duration s"), lines, right_aligned={3, 4, 5, 6, 7, 8})
+    return harness.grid(("case", "format", "encoder", "wall s, median (min-max)", "CPU s", "peak RSS MB", "size KB",
+                         "frames", "keyframes", "duration s"), lines, right_aligned={3, 4, 5, 6, 7, 8, 9})
 
 
 def notes(results: Sequence[CaseResult]) -> list[str]:
@@ -530,8 +567,9 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(harness.figures_table(figures))
     print("\nours: the render_preview call in a fresh interpreter (asset decode, letterbox, captions, encode, "
-          "poster, captions file, JSON, hashes); ffmpeg: its whole process (PNG decode, conversion, encode); "
-          "peak RSS of each process (ru_maxrss)")
+          "poster, captions file, JSON, hashes), the steps shared by one single-threaded encoder per CPU; "
+          "ffmpeg: its whole process (PNG decode, conversion, encode), one encoder with its own threads; "
+          "same encoder options otherwise; peak RSS and CPU are each process's own")
     for line in notes(results):
         print(line)
     if ffmpeg:

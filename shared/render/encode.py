@@ -26,7 +26,8 @@ import numpy as np
 from av.video.reformatter import ColorRange, Colorspace
 from PIL import Image
 
-from shared.render.plan import AUDIO_RATE, RenderPlan
+from shared.errors import RenderError
+from shared.render.plan import AUDIO_RATE, PlannedStep, RenderPlan
 
 # AVCOL_* values for BT.709 (primaries, transfer, matrix) and limited ("tv") range
 _BT709 = 1
@@ -115,32 +116,44 @@ def _seconds(value: Fraction) -> float:
 
 
 class PreviewEncoder:
-    """Writes one preview file. Call `add_step` in timeline order, then `finish` (or `abort`).
+    """Writes one preview file: `encode_video` once, then `finish` (or `abort`).
+
+    MP4 and WebM video is encoded on `lanes` threads at once, each with an encoder of its own
+    taking every `lanes`-th step: every step starts on a keyframe, so its frames depend on no
+    other step's, and the steps' packets are muxed in timeline order into one stream (one
+    encoder's headers serve all: they are checked to be the same). On repeated frames one
+    single-threaded encoder per CPU does far more than one encoder's own threads (their
+    synchronisation costs more than such frames take to code). The assignment of steps to
+    lanes is fixed, so the bytes do not depend on thread timing.
 
     Audio, when present, must be encoded concurrently on another thread with `encode_audio`:
-    each stream has its own codec context, and only the `add_step` thread touches the
+    each stream has its own codec context, and only the `encode_video` thread touches the
     container. Audio packets reach it through a queue and are muxed strictly in time order
     with the video (a video packet waits for the audio up to its timestamp), so the file is
     well interleaved and byte-identical from run to run whatever the thread timing.
     """
 
     def __init__(self, path: Path, plan: RenderPlan, with_audio: bool,
-                 waiting: Callable[[], None] | None = None) -> None:
+                 waiting: Callable[[], None] | None = None, lanes: int = 1) -> None:
         self.plan = plan
-        # called every second of video, and about every AUDIO_WAIT_SECONDS while the audio lags
+        # called about every AUDIO_WAIT_SECONDS while the muxer waits (on video or audio)
         self.waiting = waiting
         spec = plan.spec
         self.is_gif = spec.name == "gif"
+        lanes = 1 if self.is_gif else max(1, lanes)
         self.container: Any = av.open(str(path), mode="w", format=spec.name,
                                       options=_CONTAINER_OPTIONS[spec.name])
+        self.lanes: list[Any] = []
         try:
-            self.video = self._add_video(spec.video_encoder)
+            self.video = self._add_video(spec.video_encoder, threads=1 if lanes > 1 else 0)
             self.audio = self._add_audio(spec.audio_encoder) if with_audio and spec.audio_encoder else None
             # open both encoders and write the header now, before any thread starts encoding
             self.container.start_encoding()
+            self.lanes = [self.video.codec_context, *(self._open_lane(spec.video_encoder) for _ in range(lanes - 1))]
         except BaseException:
             self.container.close()
             raise
+        self.stopping = threading.Event()  # set when the video encode is abandoned
         self._gif_delays: dict[int, int] = {}  # pts -> delay of each GIF frame sent
         self._frames = 0
         self._last = (0, 0)  # pts and duration of the last video packet
@@ -150,7 +163,7 @@ class PreviewEncoder:
         self._audio_next: av.Packet | None = None
         self._audio_done = self.audio is None
 
-    def _add_video(self, encoder: str) -> Any:
+    def _add_video(self, encoder: str, threads: int) -> Any:
         plan = self.plan
         if self.is_gif:
             stream = self.container.add_stream(encoder, rate=100)
@@ -158,20 +171,37 @@ class PreviewEncoder:
             stream.codec_context.time_base = GIF_TIME_BASE
         else:
             stream = self.container.add_stream(encoder, rate=plan.fps, options=dict(_VIDEO_OPTIONS[encoder]))
-            stream.pix_fmt = "yuv420p"
-            ctx = stream.codec_context
-            ctx.time_base = Fraction(1, plan.fps)
-            ctx.max_b_frames = 0  # no reordering: packets come out in timeline order
-            ctx.gop_size = KEYFRAME_SECONDS * plan.fps
-            if encoder in _THREAD_TYPE:
-                ctx.thread_type = _THREAD_TYPE[encoder]
-            ctx.color_primaries = _BT709
-            ctx.color_trc = _BT709
-            ctx.colorspace = _BT709
-            ctx.color_range = _RANGE_TV
+            self._configure(stream.codec_context, encoder, threads)
         stream.width = plan.width
         stream.height = plan.height
         return stream
+
+    def _configure(self, ctx: Any, encoder: str, threads: int) -> None:
+        plan = self.plan
+        ctx.width = plan.width
+        ctx.height = plan.height
+        ctx.pix_fmt = "yuv420p"
+        ctx.time_base = Fraction(1, plan.fps)
+        ctx.framerate = Fraction(plan.fps)
+        ctx.max_b_frames = 0  # no reordering: packets come out in timeline order
+        ctx.gop_size = KEYFRAME_SECONDS * plan.fps
+        ctx.thread_count = threads  # 0: the encoder's own choice
+        if encoder in _THREAD_TYPE:
+            ctx.thread_type = _THREAD_TYPE[encoder]
+        ctx.color_primaries = _BT709
+        ctx.color_trc = _BT709
+        ctx.colorspace = _BT709
+        ctx.color_range = _RANGE_TV
+
+    def _open_lane(self, encoder: str) -> Any:
+        ctx = av.CodecContext.create(encoder, "w")
+        self._configure(ctx, encoder, threads=1)
+        ctx.flags = self.video.codec_context.flags  # the container's: global headers for MP4
+        ctx.options = dict(_VIDEO_OPTIONS[encoder])
+        ctx.open()
+        if ctx.extradata != self.video.codec_context.extradata:
+            raise RenderError(f"{encoder} made different stream headers for the same settings")
+        return ctx
 
     def _add_audio(self, encoder: str) -> Any:
         stream = self.container.add_stream(encoder, rate=AUDIO_RATE, layout="stereo")
@@ -179,55 +209,124 @@ class PreviewEncoder:
         return stream
 
     def picture(self, image: Image.Image) -> av.VideoFrame:
-        """`image` as the encoder takes it (YUV, or a palette for GIF): once per step, and safe
-        to call on another thread while `add_step` encodes an earlier step."""
+        """`image` as the encoder takes it (YUV, or a palette for GIF): once per step, on any
+        thread."""
         return to_pal8(image) if self.is_gif else to_yuv(image)
 
-    def add_step(self, picture: av.VideoFrame, start_frame: int, end_frame: int) -> None:
-        """`picture` (from `picture`) on screen from frame slot `start_frame` up to, not
-        including, `end_frame`. Calls `waiting` every second of video, so a long step can be
-        stopped."""
+    def encode_video(self, picture_of: Callable[[int], av.VideoFrame],
+                     step_done: Callable[[int], None] | None = None) -> None:
+        """Encode every step of the plan: `picture_of(index)` gives the step's picture (from
+        `picture`); it is called on the lane threads, in step order within a lane, and should
+        give up (raise) once `stopping` is set. `step_done(index)` follows the muxing of each
+        step, on this thread."""
+        steps = [step for step in self.plan.steps if step.end_frame > step.start_frame]
         if self.is_gif:
-            fps = self.plan.fps
-            start, end = ((index * 200 + fps) // (2 * fps) for index in (start_frame, end_frame))  # centiseconds
-            if end > start:  # shorter than one centisecond: nothing can show it
-                self._gif_delays[start] = end - start
-                picture.pts, picture.time_base = start, GIF_TIME_BASE
-                picture.pict_type = av.video.frame.PictureType.I
-                self._encode_video(picture)
+            for step in steps:
+                self._gif_step(picture_of(step.index), step.start_frame, step.end_frame)
+                if step_done is not None:
+                    step_done(step.index)
+            self._encode_gif(None)
             return
-        if end_frame <= start_frame:
-            return  # shorter than one frame at this fps: nothing can show it
-        # the encoder keeps its own reference to each frame it is sent (pixels and fields), so
-        # the one frame is stamped again for every slot: only pts changes after the first
-        picture.time_base = self.video.codec_context.time_base
-        picture.duration = 1
-        picture.pts = start_frame
-        picture.pict_type = av.video.frame.PictureType.I  # a keyframe at every step start
-        self._encode_video(picture)
-        picture.pict_type = av.video.frame.PictureType.NONE  # the rest: the encoder's choice
-        fps = self.plan.fps
-        for index in range(start_frame + 1, end_frame):
-            picture.pts = index
-            self._encode_video(picture)
-            if self.waiting is not None and (index - start_frame) % fps == 0:
-                self.waiting()
+        count = len(self.lanes)
+        outputs: list[queue.SimpleQueue[av.Packet | BaseException | None]] = [queue.SimpleQueue() for _ in range(count)]
+        threads = [threading.Thread(target=self._lane, name=f"render-video-{k}", daemon=True,
+                                    args=(self.lanes[k], steps[k::count], picture_of, outputs[k]))
+                   for k in range(count)]
+        for thread in threads:
+            thread.start()
+        try:
+            for position, step in enumerate(steps):
+                output = outputs[position % count]
+                for expected in range(step.start_frame, step.end_frame):
+                    self._mux_video(self._next_packet(output), expected)
+                if step_done is not None:
+                    step_done(step.index)
+            for output in outputs:  # what an encoder still held once its input ended: nothing here
+                while (packet := self._next_packet(output)) is not None:
+                    self._mux_video(packet, None)
+        except BaseException:
+            self.stopping.set()
+            raise
+        finally:
+            for thread in threads:
+                thread.join()
 
-    def _encode_video(self, frame: av.VideoFrame | None) -> None:
+    def _lane(self, ctx: Any, steps: list[PlannedStep], picture_of: Callable[[int], av.VideoFrame],
+              output: queue.SimpleQueue[av.Packet | BaseException | None]) -> None:
+        """One encoder's share of the steps, its packets into `output`; then None (the end), or
+        the error that stopped it."""
+        try:
+            time_base = ctx.time_base
+            for step in steps:
+                picture = picture_of(step.index)
+                # the encoder keeps its own reference to each frame it is sent (pixels and
+                # fields), so the one frame is stamped again for every slot: only pts changes
+                picture.time_base = time_base
+                picture.duration = 1
+                picture.pts = step.start_frame
+                picture.pict_type = av.video.frame.PictureType.I  # a keyframe at every step start
+                for packet in ctx.encode(picture):
+                    output.put(packet)
+                picture.pict_type = av.video.frame.PictureType.NONE  # the rest: the encoder's choice
+                for index in range(step.start_frame + 1, step.end_frame):
+                    if self.stopping.is_set():
+                        return
+                    picture.pts = index
+                    for packet in ctx.encode(picture):
+                        output.put(packet)
+            for packet in ctx.encode(None):
+                output.put(packet)
+            output.put(None)
+        except BaseException as exc:
+            output.put(exc)
+
+    def _next_packet(self, output: queue.SimpleQueue[av.Packet | BaseException | None]) -> av.Packet | None:
+        while True:
+            try:
+                item = output.get(timeout=AUDIO_WAIT_SECONDS)
+            except queue.Empty:
+                if self.waiting is not None:
+                    self.waiting()  # lets the caller stop a long wait (lost lease, shutdown)
+                continue
+            if isinstance(item, BaseException):
+                raise item
+            return item
+
+    def _mux_video(self, packet: av.Packet | None, expected: int | None) -> None:
+        if packet is None or (expected is not None and packet.pts != expected):
+            raise RenderError(f"video packets out of order: {None if packet is None else packet.pts}, "
+                              f"expected {expected}")
+        if not packet.duration:
+            packet.duration = 1  # one slot: the muxer needs it for the last sample
+        packet.stream = self.video
+        self._count(packet)
+        if not self._audio_done:
+            self._mux_audio_until(_packet_time(packet))
+        self.container.mux(packet)
+
+    def _gif_step(self, picture: av.VideoFrame, start_frame: int, end_frame: int) -> None:
+        fps = self.plan.fps
+        start, end = ((index * 200 + fps) // (2 * fps) for index in (start_frame, end_frame))  # centiseconds
+        if end > start:  # shorter than one centisecond: nothing can show it
+            self._gif_delays[start] = end - start
+            picture.pts, picture.time_base = start, GIF_TIME_BASE
+            picture.pict_type = av.video.frame.PictureType.I
+            self._encode_gif(picture)
+
+    def _encode_gif(self, frame: av.VideoFrame | None) -> None:
         for packet in self.video.encode(frame):
-            if self.is_gif:
-                # the GIF encoder leaves the duration unset; the muxer writes it as the delay
-                packet.duration = self._gif_delays.get(packet.pts, packet.duration)
-                self._delays.append(packet.duration)
-            elif not packet.duration:
-                packet.duration = 1  # one slot: the muxer needs it for the last sample
-            if packet.is_keyframe and not self.is_gif:
-                self._keyframes.append(packet.pts)
-            self._frames += 1
-            self._last = (packet.pts, packet.duration)
-            if not self._audio_done:
-                self._mux_audio_until(_packet_time(packet))
+            # the GIF encoder leaves the duration unset; the muxer writes it as the delay
+            packet.duration = self._gif_delays.get(packet.pts, packet.duration)
+            self._delays.append(packet.duration)
+            self._count(packet)
             self.container.mux(packet)
+
+    def _count(self, packet: av.Packet) -> None:
+        pts = packet.pts or 0
+        if packet.is_keyframe and not self.is_gif:
+            self._keyframes.append(pts)
+        self._frames += 1
+        self._last = (pts, packet.duration or 0)
 
     def delivered(self) -> Delivered:
         """What the file holds, counted off the video packets; complete once `finish` ran."""
@@ -282,16 +381,16 @@ class PreviewEncoder:
             self._audio_packets.put(None)  # always: the muxing thread may be waiting for it
 
     def finish(self) -> None:
-        """Flush the video encoder, write the rest of the audio (waiting for the audio thread to
-        end), close the file."""
-        self._encode_video(None)
+        """Write the rest of the audio (waiting for the audio thread to end), close the file."""
         self._mux_audio_until(None)
         self.container.close()
 
     def abort(self) -> None:
         # the file is discarded anyway; the original error is what matters
+        self.stopping.set()
         with contextlib.suppress(av.FFmpegError, OSError, ValueError):
             self.container.close()
+
 
 
 def _packet_time(packet: av.Packet) -> Fraction:

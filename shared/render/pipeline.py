@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Generator
@@ -32,9 +30,10 @@ from shared.settings import Settings
 IMAGE_CACHE_BYTES = 256 * 1024 * 1024
 IMAGE_THREADS = 4
 PREFETCH_STEPS = 4
-BACKGROUND_NICE = 19  # threads that work ahead of the encode yield the CPU to it
+MAX_LANES = 4  # video encoders at once (each single-threaded)
 
 ProgressCallback = Callable[[int], None]
+_DONE: Future[Any] = Future()  # stands for a picture handed to its encoder
 
 
 @dataclass(frozen=True)
@@ -79,14 +78,6 @@ class _Progress:
 
     def span(self, start: float, end: float, done: int, total: int) -> None:
         self(start + (end - start) * done / max(1, total))
-
-
-def _background() -> None:
-    """Lower the calling thread's scheduling priority (Linux, where a thread has its own nice
-    value; threads it starts inherit it). Elsewhere a no-op: there it would be the process's."""
-    if sys.platform == "linux":
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
 
 
 def _threads(jobs: int) -> int:
@@ -262,51 +253,75 @@ def _check_audio(plan: RenderPlan, loader: AssetLoader) -> dict[str, bytes]:
     return audio
 
 
+def _lanes(plan: RenderPlan) -> int:
+    """How many encoders share the video: one per CPU (up to MAX_LANES), fewer for few steps;
+    one when a step is a single frame (H.264 forbids two keyframes in a row from encoders that
+    number them each from zero)."""
+    if plan.spec.name == "gif" or any(step.frames == 1 for step in plan.steps):
+        return 1
+    return max(1, min(MAX_LANES, os.cpu_count() or 1, sum(1 for step in plan.steps if step.frames > 0)))
+
+
 def _encode(plan: RenderPlan, out_dir: Path, images: _Images, audio: dict[str, bytes],
             report: _Progress) -> Delivered:
-    """Four things run at once, all of them mostly in C code that releases the GIL: the audio
-    encode (the slowest part for long previews: AAC runs ~100x real time; it starts first), the
-    check of every step image, the composing of the next step's picture, and on this thread the
-    video encode of the current one (the poster is written on the side)."""
+    """Everything runs at once, mostly in C code that releases the GIL: the audio encode (it
+    starts first), the check of every step image, the composing of the next steps' pictures on
+    one thread, the video encoders on theirs (`_lanes`), the poster on the side; this thread
+    muxes and reports progress."""
     spec = plan.spec
     final = out_dir / spec.filename
     partial = out_dir / f".{spec.filename}.part"
     sources: list[PcmSource] = []
     encoder: PreviewEncoder | None = None
-    helpers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render-audio")
-    # the rest works ahead of the video encode, at a lower priority: it has time, the encode
-    # (this thread and the encoder's own threads) is what the job waits for
-    background = ThreadPoolExecutor(max_workers=2, thread_name_prefix="render-encode", initializer=_background)
-    composer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render-compose", initializer=_background)
-    loaders = ThreadPoolExecutor(max_workers=_threads(len(plan.steps)), thread_name_prefix="render-assets",
-                                 initializer=_background)
+    helpers = ThreadPoolExecutor(max_workers=3, thread_name_prefix="render-encode")  # audio, checks, poster
+    composer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render-compose")
+    loaders = ThreadPoolExecutor(max_workers=_threads(len(plan.steps)), thread_name_prefix="render-assets")
     cancelled = threading.Event()
     step_images = images.in_step_order(loaders)
     image_ids = plan.image_asset_ids()
+    lanes = _lanes(plan)
     steps_done = 0
-
-    def progress() -> None:
-        report(2 + 13 * images.checked / max(1, len(image_ids)) + 80 * steps_done / len(plan.steps))
+    pictures: dict[int, Future[Any]] = {}
+    composing = threading.Lock()
+    poster: list[Future[None]] = []
 
     def poll() -> None:
         """During long work: the caller may stop the render; a bad image stops it at once."""
         failure = images.failure()
         if failure is not None:
             raise failure
-        progress()
+        report(2 + 13 * images.checked / max(1, len(image_ids)) + 80 * steps_done / len(plan.steps))
 
-    def prepare(step: PlannedStep) -> tuple[Image.Image, Any]:
+    def step_done(index: int) -> None:
+        nonlocal steps_done
+        steps_done = index + 1
+        poll()
+
+    def prepare(step: PlannedStep) -> Any:
         assert encoder is not None
         frame = compose(plan.width, plan.height, next(step_images), step.title, step.text,
                         plan.include_captions, title_card=plan.title_card)
-        return frame, encoder.picture(frame)
+        if step.index == 0:
+            poster.append(helpers.submit(frame.save, out_dir / layout.POSTER, format="PNG"))
+        return encoder.picture(frame)
 
-    def ready(future: Future[tuple[Image.Image, Any]]) -> tuple[Image.Image, Any]:
+    def picture_of(index: int) -> Any:
+        """Step `index`'s picture, composed in step order a few steps ahead of the encoders."""
+        assert encoder is not None
+        with composing:
+            for ahead in range(len(pictures), min(len(plan.steps), index + lanes + 1)):
+                pictures[ahead] = composer.submit(prepare, plan.steps[ahead])
+            future = pictures[index]
         while True:
             try:
-                return future.result(timeout=AUDIO_WAIT_SECONDS)
+                picture = future.result(timeout=AUDIO_WAIT_SECONDS)
             except FutureTimeout:
-                poll()
+                if encoder.stopping.is_set():
+                    raise
+                continue
+            with composing:
+                pictures[index] = _DONE  # the frame now belongs to its encoder
+            return picture
 
     try:
         mix = None
@@ -316,32 +331,21 @@ def _encode(plan: RenderPlan, out_dir: Path, images: _Images, audio: dict[str, b
             music = PcmSource(audio[plan.music], plan.music) if plan.music else None
             sources += [music] if music else []
             mix = AudioMix(narration, music, plan.music_volume)
-        encoder = PreviewEncoder(partial, plan, with_audio=mix is not None, waiting=poll)
+        encoder = PreviewEncoder(partial, plan, with_audio=mix is not None, waiting=poll, lanes=lanes)
         audio_job = helpers.submit(encoder.encode_audio, mix.read, plan.total_samples, cancelled) if mix else None
-        checks = background.submit(images.preload, image_ids, None, cancelled)
-        poster: Future[None] | None = None
-        upcoming = composer.submit(prepare, plan.steps[0])
-        for step in plan.steps:
-            frame, picture = ready(upcoming)
-            if step.index + 1 < len(plan.steps):
-                upcoming = composer.submit(prepare, plan.steps[step.index + 1])  # while this one encodes
-            if step.index == 0:
-                poster = background.submit(frame.save, out_dir / layout.POSTER, format="PNG")
-            encoder.add_step(picture, step.start_frame, step.end_frame)
-            steps_done += 1
-            poll()
+        checks = helpers.submit(images.preload, image_ids, None, cancelled)
+        encoder.encode_video(picture_of, step_done)
         checks.result()
         encoder.finish()
         delivered = encoder.delivered()
         if audio_job is not None:
             audio_job.result()  # an audio failure (say, a corrupt stretch) surfaces here
-        if poster is not None:
-            poster.result()
+        for job in poster:
+            job.result()
     except BaseException:
         cancelled.set()
         images.abandon()  # wakes the composer if it waits on a check that will not come
         composer.shutdown(wait=True, cancel_futures=True)
-        background.shutdown(wait=True, cancel_futures=True)
         helpers.shutdown(wait=True, cancel_futures=True)  # before the container goes away
         if encoder is not None:
             encoder.abort()
@@ -352,7 +356,6 @@ def _encode(plan: RenderPlan, out_dir: Path, images: _Images, audio: dict[str, b
         composer.shutdown(wait=True)
         step_images.close()
         loaders.shutdown(wait=True, cancel_futures=True)
-        background.shutdown(wait=True)
         helpers.shutdown(wait=True)
         for source in sources:
             source.close()

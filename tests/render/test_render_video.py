@@ -319,5 +319,5 @@ def test_waiting_for_audio_consults_the_callback(settings: Settings, tmp_path: P
     from PIL import Image
 
     with pytest.raises(Stop):  # no audio thread ever delivers: the wait must not hang
-        encoder.add_step(encoder.picture(Image.new("RGB", (320, 240))), 0, 30)
+        encoder.encode_video(lambda _index: encoder.picture(Image.new("RGB", (320, 240))))
     encoder.abort()
