@@ -1,4 +1,4 @@
-"""The queue bench runs end to end with tiny sizes and yields numbers (no timing assertions)."""
+"""The queue and render benches run end to end with tiny sizes and yield numbers (no timing assertions)."""
 
 from __future__ import annotations
 
@@ -29,3 +29,26 @@ def test_queue_bench_produces_numbers(redis_url: str, tmp_path: Path) -> None:
             assert row.baseline is not None and row.baseline > 0, row
     table = queue_bench.format_table(rows)
     assert "pickup latency p99" in table
+
+
+@pytest.mark.process
+@pytest.mark.slow
+def test_render_bench_produces_numbers(tmp_path: Path) -> None:
+    """The quick case end to end: ours and the ffmpeg CLI make the same frames and keyframes."""
+    from bench import render_bench
+
+    ffmpeg = render_bench.find_ffmpeg(None)
+    results = render_bench.run(render_bench.QUICK_CASES, 1, ffmpeg, tmp_path, log=lambda _line: None)
+
+    [result] = results
+    case = result.case
+    ours = [row for row in result.rows if row.who == render_bench.OURS]
+    assert [row.fmt for row in ours] == list(render_bench.COMPARED)
+    for row in result.rows:
+        assert row.seconds and all(s > 0 for s in row.seconds) and row.rss_mb[0] > 0, row
+        assert row.output is not None and row.output.frames == (case.steps if row.fmt == "gif" else case.frames)
+    if ffmpeg is not None:
+        assert set(result.ratios) == set(render_bench.COMPARED) and all(result.same_output.values())
+        assert [f.target for f in render_bench.ratio_figures(results)] == [render_bench.TARGET] * 2
+    table = render_bench.format_table(results)
+    assert "ours (PyAV)" in table and (ffmpeg is None or "ffmpeg CLI" in table)
