@@ -6,7 +6,8 @@ very few distinct pictures, so each step's picture is converted to YUV once and 
 is sent to the encoder for each of the step's slots (new timestamp, same pixels): the encoder
 codes the repeats as skipped blocks, which costs a small fraction of a real frame. Every step
 starts on a keyframe (forced), and a long step gets one at least every KEYFRAME_SECONDS, so a
-seek decodes little. GIF stores a delay per frame natively, so each step is one frame with its
+seek decodes little; steps are thus independent, and several encoders share them (see
+PreviewEncoder). GIF stores a delay per frame natively, so each step is one frame with its
 delay (the format's own way to hold a picture).
 """
 
@@ -38,7 +39,8 @@ _RANGE_TV = 1
 # analyse the repeats far more for 20% fewer bytes). Constant QP rather than CRF: CRF keeps
 # refining a still picture over its repeats (about 3x the bytes for PSNR already past 53 dB)
 # and needs x264's lookahead analysis of every frame, 35% of the time; at qp 21 the keyframes
-# come out at about 53 dB on captioned slides. Frame threads are 5% faster than slice threads.
+# come out at about 53 dB on captioned slides. Where one encoder does it all (one CPU, or a
+# single-frame step) its frame threads are 5% faster than slice threads.
 # VP9 realtime at cpu-used 8 (its fastest); static-thresh lets it skip unchanged blocks
 # without analysing them (20% faster on the repeats, same pictures), one tile column is the
 # fastest at 720p and as fast as more at 1080p; crf 28 keeps keyframes at about 55 dB.
@@ -218,7 +220,7 @@ class PreviewEncoder:
         """Encode every step of the plan: `picture_of(index)` gives the step's picture (from
         `picture`); it is called on the lane threads, in step order within a lane, and should
         give up (raise) once `stopping` is set. `step_done(index)` follows the muxing of each
-        step, on this thread."""
+        step, on this thread; `waiting` is called every second of video muxed."""
         steps = [step for step in self.plan.steps if step.end_frame > step.start_frame]
         if self.is_gif:
             for step in steps:
@@ -235,15 +237,18 @@ class PreviewEncoder:
         for thread in threads:
             thread.start()
         try:
+            fps = self.plan.fps
             for position, step in enumerate(steps):
                 output = outputs[position % count]
                 for expected in range(step.start_frame, step.end_frame):
                     self._mux_video(self._next_packet(output), expected)
+                    if self.waiting is not None and (expected - step.start_frame) % fps == fps - 1:
+                        self.waiting()  # every second of video: a long step can be stopped too
                 if step_done is not None:
                     step_done(step.index)
-            for output in outputs:  # what an encoder still held once its input ended: nothing here
-                while (packet := self._next_packet(output)) is not None:
-                    self._mux_video(packet, None)
+            for output in outputs:  # each encoder ends with its last frame's packet
+                if self._next_packet(output) is not None:
+                    raise RenderError("a video encoder made more packets than frames")
         except BaseException:
             self.stopping.set()
             raise
@@ -292,8 +297,8 @@ class PreviewEncoder:
                 raise item
             return item
 
-    def _mux_video(self, packet: av.Packet | None, expected: int | None) -> None:
-        if packet is None or (expected is not None and packet.pts != expected):
+    def _mux_video(self, packet: av.Packet | None, expected: int) -> None:
+        if packet is None or packet.pts != expected:
             raise RenderError(f"video packets out of order: {None if packet is None else packet.pts}, "
                               f"expected {expected}")
         if not packet.duration:
