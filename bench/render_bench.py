@@ -11,7 +11,10 @@ composes (PNG files and a concat list with each step's duration) and asked for t
 output: same resolution, fps, codec and encoder settings (taken from shared/render/encode.py),
 a keyframe at every step start and none but the encoder's own limit elsewhere, BT.709 tags.
 ffmpeg converts each picture to YUV once and its fps filter repeats it, as ours does. The
-frame counts and keyframe times of both files are printed side by side.
+frame counts and keyframe times of both files are printed side by side (a ratio whose files
+differ is marked not comparable). One thing differs on purpose, how the encoding is spread:
+ours gives the steps to one single-threaded encoder per CPU (shared/render/encode.py), the
+CLI runs one encoder with the threads it picks itself.
 
 Ours runs in a fresh interpreter per run (imports done before the clock starts, as in the
 worker); its time is the `render_preview` call: asset decode, letterboxing, captions, encode,
