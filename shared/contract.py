@@ -263,8 +263,10 @@ def semantic_errors(document: Mapping[str, Any], settings: Settings) -> list[Pro
     return _rules(document) + config_errors(document, settings)
 
 
-def _rules(document: Mapping[str, Any]) -> list[Problem]:
-    """The rules beyond the schema that no configuration changes."""
+def _rules(document: Mapping[str, Any], *, inline: bool = True) -> list[Problem]:
+    """The rules beyond the schema that no configuration changes. `inline=False` leaves out
+    decoding and measuring the `data:` assets: the asset loader applies those same rules
+    (`data_uri_payload`, `measure_image`, `job_pixels_problem`) when it fetches them."""
     errors: list[Problem] = []
     request = document["previewRequest"]
     assets: dict[str, Mapping[str, Any]] = {}
@@ -279,7 +281,7 @@ def _rules(document: Mapping[str, Any]) -> list[Problem]:
         except UriRefused as exc:
             errors.append({"path": f"/previewRequest/assets/{i}/uri", "message": str(exc)})
             continue
-        if source.kind == "data":
+        if inline and source.kind == "data":
             problem = _inline_problem(asset, pixels)
             if problem:
                 errors.append({"path": f"/previewRequest/assets/{i}/uri", "message": problem})
@@ -534,7 +536,9 @@ class JobRequest:
                                           DEFAULT_INCLUDE_CAPTIONS),
         )
         _raise_if(read.errors, "the job payload does not read as a preview job")
-        _raise_if(_rules(payload), "the job payload breaks the contract")
+        # the inline assets were decoded and measured at admission, and the loader does it
+        # again as it fetches them: not a third time here
+        _raise_if(_rules(payload, inline=False), "the job payload breaks the contract")
         return typed
 
 
