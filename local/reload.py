@@ -35,7 +35,7 @@ PRELOAD = [
     "starlette.applications", "starlette.routing", "starlette.responses", "uvicorn", "uvicorn.server",
     "uvicorn.protocols.http.h11_impl", "uvicorn.lifespan.on", "pydantic", "redis", "jsonschema",
     "prometheus_client", "aws_lambda_powertools", "aws_lambda_powertools.event_handler",
-    "aws_lambda_powertools.metrics", "aws_lambda_powertools.logging", "cfnlint.decode", "boto3",
+    "aws_lambda_powertools.metrics", "aws_lambda_powertools.logging", "yaml", "boto3",
     "numpy", "PIL.Image", "av",
 ]
 WATCHED_SUFFIXES = (".py", ".lua", ".json", ".yaml", ".yml")

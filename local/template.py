@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from local.errors import TemplateError
 from local.intrinsics import (
     ACCOUNT_ID,
@@ -123,38 +125,71 @@ class Template:
 # --------------------------------------------------------------------------- loading
 
 
+# CloudFormation's short-form tags, in the long form the resolver reads: `!Ref X` is
+# {"Ref": "X"}, `!GetAtt A.B` is {"Fn::GetAtt": ["A", "B"]}, `!Condition C` is {"Condition": "C"}
+# and every other tag `!Name ...` is {"Fn::Name": ...}.
+_SHORT_TAGS = ("Ref", "Condition", "GetAtt", "Sub", "If", "Join", "Split", "Select", "Equals", "Not", "And",
+               "Or", "FindInMap", "Base64", "Cidr", "GetAZs", "ImportValue", "Transform", "ToJsonString", "Length")
+
+
+# libyaml where PyYAML has it: faster, and it reads `{Schedule: cron(0 12 L * ? *)}` (a plain
+# `?` inside a flow mapping) as CloudFormation does, which the pure-Python parser refuses.
+_SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _TemplateLoader(_SafeLoader):  # type: ignore[misc]
+    """YAML (or JSON) with CloudFormation's short tags; a key given twice in one mapping is an
+    error, as CloudFormation treats it, rather than the last one silently winning."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=True)
+
+
+def _short_tag(tag: str) -> Any:
+    name = tag if tag in ("Ref", "Condition") else f"Fn::{tag}"
+
+    def construct(loader: _TemplateLoader, node: yaml.Node) -> dict[str, Any]:
+        value: Any
+        if isinstance(node, yaml.ScalarNode):
+            value = loader.construct_scalar(node)
+            if tag == "GetAtt":
+                value = value.split(".", 1)
+        elif isinstance(node, yaml.SequenceNode):
+            value = loader.construct_sequence(node, deep=True)
+        else:
+            value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+        return {name: value}
+
+    return construct
+
+
+for _tag in _SHORT_TAGS:
+    _TemplateLoader.add_constructor(f"!{_tag}", _short_tag(_tag))
+
+
 def read_document(path: Path) -> dict[str, Any]:
     """The template as plain dicts and lists, intrinsic short tags in their long form."""
-    from cfnlint.decode import decode
-
     if not path.is_file():
         raise TemplateError(f"template not found: {path} (run from the project folder, or pass --template)")
-    # cfn-lint also logs its parse problems; the emulator reports them itself, in one line.
-    cfn_logger = logging.getLogger("cfnlint")
-    level = cfn_logger.level
-    cfn_logger.setLevel(logging.CRITICAL)
     try:
-        document, matches = decode(str(path))
-    finally:
-        cfn_logger.setLevel(level)
-    if matches:
-        first = matches[0]
-        raise TemplateError(f"{path}:{first.linenumber}: invalid template: {first.message}")
+        document = yaml.load(path.read_text(encoding="utf-8"), Loader=_TemplateLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise TemplateError(f"{where}: invalid template: {problem}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TemplateError(f"{path}: cannot read the template: {exc}") from None
     if not isinstance(document, dict):
         raise TemplateError(f"{path}: invalid template: not a mapping")
-    plain: dict[str, Any] = _plain(document)
-    return plain
-
-
-def _plain(value: Any) -> Any:
-    """cfn-lint's node types (str/dict subclasses carrying line marks) as builtins."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, str):
-        return str(value)
-    return value
+    return document
 
 
 def load_template(path: Path | str, region: str = DEFAULT_REGION,

@@ -144,3 +144,42 @@ def test_cron_next_fire(expression: str, after: str, expected: str | None) -> No
 def test_refused_expressions(expression: str, message: str) -> None:
     with pytest.raises(ScheduleError, match=message):
         parse_expression(expression)
+
+
+def test_template_reader_needs_no_linter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pip install '.[local]'` has no cfn-lint: the emulator reads the template with PyYAML, the
+    short intrinsic tags in their long form."""
+    import sys
+
+    from local.template import read_document
+
+    monkeypatch.setitem(sys.modules, "cfnlint", None)  # any import of it now fails
+    path = tmp_path / "t.yaml"
+    path.write_text(
+        "Resources:\n"
+        "  F:\n"
+        "    Properties:\n"
+        "      A: !Ref P\n"
+        "      B: !GetAtt Bucket.Arn\n"
+        "      C: !Sub ['${X}-1', {X: !Ref AWS::Region}]\n"
+        "      D: !If [Cond, !Join [',', [a, b]], !Ref AWS::NoValue]\n"
+        "      E: !Condition Cond\n",
+        encoding="utf-8")
+    assert read_document(path)["Resources"]["F"]["Properties"] == {
+        "A": {"Ref": "P"},
+        "B": {"Fn::GetAtt": ["Bucket", "Arn"]},
+        "C": {"Fn::Sub": ["${X}-1", {"X": {"Ref": "AWS::Region"}}]},
+        "D": {"Fn::If": ["Cond", {"Fn::Join": [",", ["a", "b"]]}, {"Ref": "AWS::NoValue"}]},
+        "E": {"Condition": "Cond"},
+    }
+    assert load_template(TEMPLATE).functions  # the real template too
+
+
+def test_template_reader_errors_name_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text("Resources:\n  F: {Type: A}\n  F: {Type: B}\n", encoding="utf-8")
+    with pytest.raises(TemplateError, match=r"t.yaml:3: invalid template: duplicate key 'F'"):
+        load_template(path)
+    path.write_text("Resources:\n  F: [\n", encoding="utf-8")
+    with pytest.raises(TemplateError, match=r"t.yaml:\d+: invalid template: "):
+        load_template(path)
