@@ -91,8 +91,10 @@ def http_event(
     stage: str = "$default",
     account_id: str = "123456789012",
     api_id: str = "local",
+    iam: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """An HTTP API payload 2.0 event for one request."""
+    """An HTTP API payload 2.0 event for one request (`iam`: the caller's identity on a route
+    with IAM authorization)."""
     joined: dict[str, str] = {}
     cookies: list[str] = []
     for raw_name, raw_value in headers:
@@ -130,6 +132,7 @@ def http_event(
     event["requestContext"] = {
         "accountId": account_id,
         "apiId": api_id,
+        **({"authorizer": {"iam": iam}} if iam is not None else {}),
         "domainName": domain,
         "domainPrefix": domain.split(":", 1)[0].split(".", 1)[0],
         "http": {

@@ -18,6 +18,7 @@ from local.errors import StartupError
 from local.preview import PreviewExtras, PreviewOptions
 from local.runtime import FunctionRuntime
 from local.server import Emulator, ServerOptions
+from local.sigv4 import SigV4Verifier, local_credentials
 from local.startup import Prepared, ServeArgs
 
 log = logging.getLogger("local.launch")
@@ -46,6 +47,22 @@ def api_key(args: ServeArgs, prepared: Prepared) -> str:
     return prepared.env.values.get("PREVIEW_API_KEY") or prepared.shell.get("PREVIEW_API_KEY", "")
 
 
+def iam_verifier(args: ServeArgs, prepared: Prepared, key: str) -> SigV4Verifier | None:
+    """The SigV4 check of the template's AWS_IAM routes, unless the API key replaces it."""
+    template = prepared.template
+    if key or not any(route.auth == "AWS_IAM" for route in template.routes()):
+        return None
+    credentials = local_credentials(prepared.shell)
+    if credentials is None:
+        log.warning("the template's routes use IAM authorization but no local credentials were found: every "
+                    "signed route answers 403. Set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) "
+                    "before starting, or pass --api-key KEY to use a key instead")
+    else:
+        log.info("IAM routes need SigV4 (service execute-api, region %s) with the access key %s… from %s",
+                 template.region, credentials.access_key[:4], credentials.source)
+    return SigV4Verifier(credentials, template.region, template.account_id)
+
+
 def build_app(args: ServeArgs, prepared: Prepared, port: int, redis_description: str, *,
               fast_shutdown: bool = False, on_ready: Callable[[], None] | None = None) -> Starlette:
     """The emulator's app, for an environment already applied; `port` is the one it listens on."""
@@ -54,10 +71,12 @@ def build_app(args: ServeArgs, prepared: Prepared, port: int, redis_description:
     runtime = FunctionRuntime(prepared.template, config_errors=(ConfigError,))
     runtime.load()
     worker = worker_function(prepared.template, prepared.env.by_function)
+    key = api_key(args, prepared)
     options = ServerOptions(
         host=args.host,
         port=port,
-        api_key=api_key(args, prepared),
+        api_key=key,
+        sigv4=iam_verifier(args, prepared, key),
         schedule_scale=args.schedule_scale,
         schedules=args.schedules,
         on_ready=on_ready,

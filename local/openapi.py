@@ -185,8 +185,9 @@ def _parameters(path: str) -> list[dict[str, Any]]:
     ]
 
 
-def build_openapi(template: Template, *, protected: set[str] | None = None) -> dict[str, Any]:
-    """`protected`: route keys that need the API key (None: no key configured)."""
+def build_openapi(template: Template, *, protected: set[str] | None = None, scheme: str = "apiKey") -> dict[str, Any]:
+    """`protected`: route keys that need the API key (`scheme` "apiKey") or a SigV4 signature
+    ("sigv4"); None: every route is open."""
     root = template.path.parent  # schemas/ and events/ sit beside the template
     names = _Names(root)
     schemas = _load_schemas(root, names)
@@ -217,10 +218,16 @@ def build_openapi(template: Template, *, protected: set[str] | None = None) -> d
                 media["examples"] = examples
             operation["requestBody"] = {"required": True, "content": {"application/json": media}}
         if protected is not None:
-            operation["security"] = [{"apiKey": []}, {"bearer": []}] if route.route_key in protected else []
-            if route.route_key in protected:
-                operation["responses"]["401"] = {
-                    "description": "missing or wrong API key",
+            guarded = route.route_key in protected
+            if scheme == "sigv4":
+                operation["security"] = [{"sigv4": []}] if guarded else []
+            else:
+                operation["security"] = [{"apiKey": []}, {"bearer": []}] if guarded else []
+            if guarded:
+                status, why = ("403", "missing, wrong or stale SigV4 signature") if scheme == "sigv4" \
+                    else ("401", "missing or wrong API key")
+                operation["responses"][status] = {
+                    "description": why,
                     "content": {"application/json": {"schema": {"$ref": COMPONENTS + "GatewayMessage"}}},
                 }
         openapi_path = re.sub(r"\{([^}]+)\+\}", r"{\1}", route.path)
@@ -237,7 +244,13 @@ def build_openapi(template: Template, *, protected: set[str] | None = None) -> d
         "paths": paths,
         "components": {"schemas": {**schemas, **bodies, "GatewayMessage": GATEWAY_MESSAGE}},
     }
-    if protected is not None:
+    if protected is not None and scheme == "sigv4":
+        # How API Gateway itself exports an IAM-authorized API.
+        document["components"]["securitySchemes"] = {
+            "sigv4": {"type": "apiKey", "in": "header", "name": "Authorization",
+                      "x-amazon-apigateway-authtype": "awsSigv4"},
+        }
+    elif protected is not None:
         document["components"]["securitySchemes"] = {
             "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
             "bearer": {"type": "http", "scheme": "bearer"},

@@ -34,6 +34,7 @@ from local.intrinsics import API_ID
 from local.openapi import DOCS_ASSETS, build_openapi, docs_html, swagger_ui_dir
 from local.runtime import FunctionRuntime, HandlerFailed
 from local.schedules import Scheduler
+from local.sigv4 import Refusal, SigV4Verifier
 from local.template import FunctionSpec, HttpRoute, Template
 
 log = logging.getLogger("local.server")
@@ -51,7 +52,8 @@ AsyncInvoker = Callable[[str, Any], None]  # (function name, event): Lambda's In
 class ServerOptions:
     host: str = "127.0.0.1"
     port: int = 3000
-    api_key: str = ""
+    api_key: str = ""  # when set, the key guards the routes instead of their template authorizer
+    sigv4: SigV4Verifier | None = None  # when set (and no api_key), AWS_IAM routes need a signature
     schedule_scale: float = 1.0
     schedules: bool = True
     on_ready: Callable[[], None] | None = field(default=None, repr=False)
@@ -161,6 +163,8 @@ class Emulator:
         self.extras = extras if extras is not None else Extras()
         self.scheduler: Scheduler | None = None
         self._open_paths = {route.path for route in template.routes() if is_health_route(route)}
+        # IAM authorization as the template declares it, unless the API key mode replaces it.
+        self._iam = None if options.api_key else options.sigv4
         self._swagger_ui = swagger_ui_dir()
 
     # -- app
@@ -212,6 +216,12 @@ class Emulator:
             body = await request.body()
             if len(body) > MAX_REQUEST_BYTES:
                 return message(413, "Request Entity Too Large")
+            identity: dict[str, Any] | None = None
+            if self._iam is not None and route.auth == "AWS_IAM":
+                verdict = self._signed(scope, body, route_key)
+                if isinstance(verdict, RawResponse):
+                    return verdict
+                identity = verdict
             client, server = scope.get("client"), scope.get("server")
             raw_path = scope.get("raw_path")
             event = http_event(
@@ -228,6 +238,7 @@ class Emulator:
                 server_host=server[0] if server else None,
                 account_id=self.template.account_id,
                 api_id=API_ID,
+                iam=identity,
             )
             request_id = (b"apigw-requestid", event["requestContext"]["requestId"].encode())
             try:
@@ -247,18 +258,43 @@ class Emulator:
 
         return endpoint
 
+    def _signed(self, scope: Scope, body: bytes, what: str) -> dict[str, Any] | RawResponse:
+        """The caller's IAM identity, or API Gateway's 403 for a missing, wrong or stale
+        signature (the reason goes to the log, not to the caller)."""
+        assert self._iam is not None
+        raw_path = scope.get("raw_path")
+        verdict = self._iam.verify(scope["method"], scope.get("scheme", "http"),
+                                   raw_path.decode("latin-1") if raw_path else scope["path"],
+                                   scope["query_string"].decode("latin-1"), scope["headers"], body)
+        if isinstance(verdict, Refusal):
+            log.info("403 for %s: %s", what, verdict.why)
+            return message(403, verdict.message)
+        return verdict
+
+    async def _emulator_route_refused(self, request: Request) -> RawResponse | None:
+        """The emulator's own routes need what the template's need: the key, or a signature."""
+        if self._iam is None or not any(r.auth == "AWS_IAM" for r in self.template.routes()):
+            return None
+        verdict = self._signed(request.scope, await request.body(), request.url.path)
+        return verdict if isinstance(verdict, RawResponse) else None
+
     # -- around the functions
 
     async def openapi(self, request: Request) -> Response:
-        protected = None
+        protected, scheme = None, "apiKey"
         if self.options.api_key:
             protected = {r.route_key for r in self.template.routes() if r.path not in self._open_paths}
-        return JSONResponse(build_openapi(self.template, protected=protected))
+        elif self._iam is not None:
+            protected, scheme = {r.route_key for r in self.template.routes() if r.auth == "AWS_IAM"}, "sigv4"
+        return JSONResponse(build_openapi(self.template, protected=protected, scheme=scheme))
 
     async def docs(self, request: Request) -> Response:
         return HTMLResponse(docs_html(local_assets=self._swagger_ui is not None))
 
     async def list_schedules(self, request: Request) -> Response:
+        refused = await self._emulator_route_refused(request)
+        if refused is not None:
+            return refused
         upcoming = self.scheduler.next_fire() if self.scheduler else {}
         return JSONResponse([
             {"function": s.function, "event": s.event, "type": s.kind, "expression": s.expression,
@@ -269,6 +305,9 @@ class Emulator:
     async def fire_schedule(self, request: Request) -> Response:
         """Fire a function's schedule now: `?event=Name` picks one of several, `?async=true`
         queues it like EventBridge does instead of waiting for the result."""
+        refused = await self._emulator_route_refused(request)
+        if refused is not None:
+            return refused
         spec = self.template.find(request.path_params["function"])
         wanted = request.query_params.get("event")
         schedules = [s for s in spec.schedules if wanted in (None, s.event)] if spec else []
@@ -325,7 +364,10 @@ class Emulator:
         facts = ", ".join(["docs: /docs", *self.extras.banner_facts()])
         lines = [f"{self.extras.title} on http://{host}:{o.port} ({facts})"]
         for route in self.template.routes():
-            lock = "" if not o.api_key or route.path in self._open_paths else "  [api key]"
+            if o.api_key:
+                lock = "" if route.path in self._open_paths else "  [api key]"
+            else:
+                lock = "  [sigv4]" if self._iam is not None and route.auth == "AWS_IAM" else ""
             lines.append(f"  {route.route_key:<45} -> {route.function}{lock}")
         for s in self.template.schedules():
             state = "" if s.enabled and o.schedules else "  [not fired automatically]"

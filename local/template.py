@@ -39,6 +39,7 @@ class HttpRoute:
     event: str
     method: str  # upper case; ANY matches every method
     path: str | None  # template syntax, `{jobId}`, `{proxy+}`; None is the `$default` route
+    auth: str = "NONE"  # the route's authorizer: AWS_IAM, NONE, or the name of one the emulator does not run
 
     @property
     def route_key(self) -> str:
@@ -202,6 +203,7 @@ def load_template(path: Path | str, region: str = DEFAULT_REGION,
     parameters = parameter_values(path, document.get("Parameters") or {}, parameter_overrides or {})
     resolver = Resolver(document, parameters, region, path)
     globals_ = ((document.get("Globals") or {}).get("Function")) or {}
+    api_auth = _default_authorizers(document, resources)
     functions: dict[str, FunctionSpec] = {}
     notes: list[str] = []
     for logical_id, resource in resources.items():
@@ -213,7 +215,7 @@ def load_template(path: Path | str, region: str = DEFAULT_REGION,
         properties = resource.get("Properties") or {}
         if resource["Type"] == "AWS::Serverless::Function":
             properties = _merge_globals(globals_, properties)
-        functions[logical_id] = _function(path, logical_id, properties, resolver, notes)
+        functions[logical_id] = _function(path, logical_id, properties, resolver, notes, api_auth)
     if not functions:
         raise TemplateError(f"{path}: invalid template: no AWS::Serverless::Function resources")
     _check_unique_routes(path, functions.values())
@@ -244,8 +246,24 @@ def _merge_globals(globals_: Any, own: Any) -> Any:
     return own
 
 
+def _default_authorizers(document: dict[str, Any], resources: dict[str, Any]) -> dict[str | None, str]:
+    """Each HTTP API's `Auth.DefaultAuthorizer` by logical id (None: the implicit API, which
+    takes Globals.HttpApi); NONE where it names none."""
+
+    def default(properties: Any) -> str:
+        auth = properties.get("Auth") if isinstance(properties, dict) else None
+        value = auth.get("DefaultAuthorizer") if isinstance(auth, dict) else None
+        return value if isinstance(value, str) and value else "NONE"
+
+    found: dict[str | None, str] = {None: default((document.get("Globals") or {}).get("HttpApi"))}
+    for logical_id, resource in resources.items():
+        if isinstance(resource, dict) and resource.get("Type") == "AWS::Serverless::HttpApi":
+            found[logical_id] = default(resource.get("Properties"))
+    return found
+
+
 def _function(path: Path, logical_id: str, properties: dict[str, Any], resolver: Resolver,
-              notes: list[str]) -> FunctionSpec:
+              notes: list[str], api_auth: Mapping[str | None, str]) -> FunctionSpec:
     where = f"Resources.{logical_id}.Properties"
 
     def prop(name: str, default: Any = None) -> Any:
@@ -292,7 +310,10 @@ def _function(path: Path, logical_id: str, properties: dict[str, Any], resolver:
         event_props = resolver.resolve(event.get("Properties") or {}, f"{where}.Events.{event_name}") \
             if isinstance(event, dict) else {}
         if kind == "HttpApi":
-            routes.append(_route(logical_id, event_name, event_props, fail))
+            route = _route(logical_id, event_name, event_props, fail, _authorizer(event, event_props, api_auth))
+            if route.auth not in ("AWS_IAM", "NONE"):
+                notes.append(f"{logical_id}.{event_name}: authorizer {route.auth} is not emulated; the route is open")
+            routes.append(route)
         elif kind in ("Schedule", "ScheduleV2"):
             schedules.append(_schedule(logical_id, event_name, kind, event_props, fail))
         else:
@@ -322,17 +343,29 @@ def _int(value: Any, low: int, high: int, fail: Any, name: str) -> int:
     return number
 
 
-def _route(function: str, event: str, props: dict[str, Any], fail: Any) -> HttpRoute:
+def _authorizer(event: dict[str, Any], props: dict[str, Any], api_auth: Mapping[str | None, str]) -> str:
+    """The event's own `Auth.Authorizer`, else its API's default (ApiId read before resolution:
+    a `!Ref` names the API resource)."""
+    auth = props.get("Auth")
+    own = auth.get("Authorizer") if isinstance(auth, dict) else None
+    if isinstance(own, str) and own:
+        return own
+    api = (event.get("Properties") or {}).get("ApiId")
+    api_id = api.get("Ref") if isinstance(api, dict) else None
+    return api_auth.get(api_id, api_auth[None])
+
+
+def _route(function: str, event: str, props: dict[str, Any], fail: Any, auth: str) -> HttpRoute:
     path, method = props.get("Path"), props.get("Method")
     if path is None and method is None:
-        return HttpRoute(function, event, "ANY", None)
+        return HttpRoute(function, event, "ANY", None, auth)
     if not isinstance(path, str) or not path.startswith("/"):
         raise fail(f"event {event}: HttpApi Path {path!r} must start with '/'")
     if not isinstance(method, str) or not method:
         raise fail(f"event {event}: HttpApi needs a Method")
     if re.search(r"\{[^}]*\+\}.", path):
         raise fail(f"event {event}: a greedy {{name+}} parameter must end the path")
-    return HttpRoute(function, event, method.upper(), path)
+    return HttpRoute(function, event, method.upper(), path, auth)
 
 
 def _schedule(function: str, event: str, kind: str, props: dict[str, Any], fail: Any) -> ScheduleSpec:

@@ -49,6 +49,7 @@ from local.redis_server import RedisServer
 from local.startup import ServeArgs
 from tests.conftest import load_event
 from tests.emulator.in_process import PORT, function_stdout, prepared_for, running, start_app
+from tests.sigv4 import SigV4
 
 pytestmark = pytest.mark.slow
 
@@ -527,6 +528,7 @@ def hypothesis_home(tmp_path: Path) -> Iterator[None]:
 @pytest.fixture
 def client(app: Starlette) -> Iterator[httpx.Client]:
     with function_stdout(), running(app) as client:
+        client.auth = SigV4()  # the template's routes use IAM authorization
         deadline = time.monotonic() + 10
         while client.get("/api/preview/worker/health").status_code != 200 and time.monotonic() < deadline:
             time.sleep(0.02)
