@@ -115,6 +115,15 @@ def record_queue_counts(counts: QueueCounts) -> None:
                  {"queue": counts.name, "state": state})
 
 
+def record_health(queue: str, oldest_waiting_seconds: float | None, workers_recent: int) -> None:
+    """What the health check found, as CloudWatch metrics for the template's alarms (the
+    long-running worker's Prometheus rules read its own gauges instead)."""
+    if emf_enabled():
+        _emf("preview_queue_oldest_waiting_seconds", oldest_waiting_seconds or 0.0, MetricUnit.Seconds,
+             {"queue": queue})
+        _emf("preview_workers_recent", workers_recent, MetricUnit.Count, {"queue": queue})
+
+
 def record_worker_heartbeat() -> None:
     # Inside Lambda the heartbeat lives in Redis only (health reads it from there).
     if prom := prometheus():

@@ -24,7 +24,7 @@ from shared.models import (
     iso_ms,
     utc_now_iso,
 )
-from shared.observability import logger, record_job, record_queue_counts
+from shared.observability import logger, record_health, record_job, record_queue_counts
 from shared.queue import JobQueue
 from shared.settings import Settings, mask_url
 
@@ -110,6 +110,7 @@ def health(queue: JobQueue, settings: Settings) -> HealthReport:
     record_queue_counts(counts)
     problems = []
     oldest_age = None if oldest is None else max(0.0, (now_ms - oldest) / 1000)
+    record_health(settings.queue_name, oldest_age, recent)
     if oldest_age is not None and oldest_age > settings.max_wait_seconds:
         problems.append(f"oldest waiting job is {oldest_age:.0f} s old (limit {settings.max_wait_seconds} s)")
     if recent == 0:

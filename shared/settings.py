@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from shared import secrets
 from shared.errors import ConfigError
 
 QUEUE_NAME_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$"
@@ -26,6 +27,8 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
 
     redis_url: Annotated[str, Field(alias="REDIS_URL")] = "redis://127.0.0.1:6379"
+    # Where the Redis URL or its password is kept (shared/secrets.py); applied to redis_url.
+    redis_secret: Annotated[str, Field(alias="REDIS_SECRET")] = ""
     queue_name: Annotated[str, Field(alias="PREVIEW_QUEUE_NAME", pattern=QUEUE_NAME_PATTERN)] = (
         "preview-jobs"
     )
@@ -134,6 +137,8 @@ class Settings(BaseModel):
         source = os.environ if env is None else env
         names = {field.alias for field in cls.model_fields.values() if field.alias}
         values = {name: source[name] for name in names if name in source}
+        if source.get("REDIS_SECRET"):  # the URL or its password kept in Secrets Manager or SSM
+            values["REDIS_URL"] = secrets.redis_url(source) or values.get("REDIS_URL", "")
         try:
             return cls.model_validate(values)
         except ValidationError as exc:

@@ -7,12 +7,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from shared import observability, prometheus_metrics, wiring
 from shared.errors import ConfigError
 from tests.handlers import invoke_fixture
+from tests.test_template import load as load_template
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -147,3 +149,52 @@ def test_a_lambda_cold_start_never_loads_the_prometheus_client() -> None:
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=60, check=True)
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def _alarm_metrics(template: dict) -> list[tuple[str, str, dict[str, str]]]:
+    """(alarm, metric, dimensions) of every alarm on the service's own namespace, parameters
+    at their defaults."""
+    defaults = {name: spec.get("Default") for name, spec in template["Parameters"].items()}
+
+    def value(v: Any) -> str:
+        return str(defaults[v["Ref"]]) if isinstance(v, dict) else str(v)
+
+    found = []
+    for name, resource in template["Resources"].items():
+        if resource["Type"] != "AWS::CloudWatch::Alarm":
+            continue
+        props = resource["Properties"]
+        stats = [m["MetricStat"]["Metric"] for m in props.get("Metrics", []) if "MetricStat" in m]
+        for metric in stats or [props]:
+            if metric["Namespace"] == "PreviewService":
+                found.append((name, metric["MetricName"], {d["Name"]: value(d["Value"]) for d in metric["Dimensions"]}))
+    return found
+
+
+def test_alarms_watch_metrics_the_functions_emit(redis_url: str, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Each alarm's metric name and dimensions are those of an EMF line the code writes in Lambda
+    (a typo or a missing dimension would leave an alarm that never fires)."""
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "preview-probe")
+    monkeypatch.setenv("AWS_EXECUTION_ENV", "AWS_Lambda_python3.12")
+    wiring.reset()
+    capsys.readouterr()
+    invoke_fixture("health_probe", "scheduled")
+    for outcome in ("completed", "dryrun", "failed", "invalid"):
+        observability.record_job(outcome, 1.0)
+    emitted = set()
+    for line in capsys.readouterr().out.splitlines():
+        if not line.startswith("{") or "_aws" not in line:
+            continue
+        document = json.loads(line)
+        for directive in document["_aws"]["CloudWatchMetrics"]:
+            for dimensions in directive["Dimensions"]:
+                for metric in directive["Metrics"]:
+                    emitted.add((directive["Namespace"], metric["Name"],
+                                 frozenset((d, document[d]) for d in dimensions)))
+    alarms = _alarm_metrics(load_template())
+    assert {name for name, *_ in alarms} >= {"JobFailureRateAlarm", "BacklogAlarm", "OldestWaitingJobAlarm",
+                                             "NoWorkerHeartbeatAlarm"}
+    for name, metric, dimensions in alarms:
+        assert ("PreviewService", metric, frozenset(dimensions.items())) in emitted, (name, metric, dimensions)
+

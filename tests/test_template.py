@@ -145,3 +145,20 @@ def test_asset_buckets_parameter_matches_the_settings_check() -> None:
         Settings.from_env({"PREVIEW_ASSET_BUCKETS": good})
     for bad in ("a, b", "A", "a,", ",a"):
         assert not re.fullmatch(pattern, bad), bad
+
+
+def test_every_alarm_notifies_the_topic_and_the_worker_keeps_its_failures() -> None:
+    template = load()
+    alarms = {k: v for k, v in template["Resources"].items() if v["Type"] == "AWS::CloudWatch::Alarm"}
+    assert len(alarms) >= 5
+    for name, alarm in alarms.items():
+        assert alarm["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
+    worker = template["Resources"]["RenderWorkerFunction"]["Properties"]
+    on_failure = worker["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]
+    assert on_failure == {"Type": "SQS", "Destination": {"Fn::GetAtt": ["WorkerFailedInvocations", "Arn"]}}
+    # The secret's read permission is granted to every function, for that one resource only.
+    policy = template["Resources"]["RedisSecretReadPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert [s["Resource"] for s in policy] == [{"Ref": "RedisSecretArn"}]
+    for resource in functions(template).values():
+        assert {"Fn::If": ["HasRedisSecret", {"Ref": "RedisSecretReadPolicy"}, {"Ref": "AWS::NoValue"}]} \
+            in resource["Properties"]["Policies"]
