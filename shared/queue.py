@@ -15,12 +15,21 @@ from importlib import resources
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
+from redis.exceptions import (
+    ClusterError,
+    CrossSlotTransactionError,
+    InvalidPipelineStack,
+    ReadOnlyError,
+    RedisClusterException,
+    TryAgainError,
+)
 
 from shared.contract import DEFAULT_PRIORITY
 from shared.errors import Conflict, LeaseLost, QueueFull, StoreUnavailable
 from shared.keys import NOTIFY_MAX, PRIORITY_RANK, SEQ_SPAN, STATES, QueueKeys
 from shared.models import AdmitResult, JobStatus, QueueCounts
-from shared.redis_client import MAX_BLOCK_SECONDS, ScriptRunner
+from shared.redis_client import MAX_BLOCK_SECONDS, RedisClient, ScriptRunner
 from shared.settings import Settings
 
 _SCRIPT_NAMES = ("admit", "claim", "heartbeat", "complete", "fail", "release", "recover")
@@ -49,15 +58,33 @@ def payload_hash(payload: dict[str, Any] | str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+# Error replies of a server that is busy, starting, or not (or no longer) the master. redis-py
+# strips the code from the message of those it has a class for, so the classes count too.
+_NOT_READY_CODES = ("LOADING", "BUSY", "MASTERDOWN", "READONLY", "NOAUTH", "WRONGPASS")
+
+
 @contextmanager
 def redis_errors() -> Iterator[None]:
-    """Turn connection trouble into `StoreUnavailable` (503) without leaking the URL."""
+    """Turn connection trouble into `StoreUnavailable` (503) without leaking the URL.
+
+    In cluster mode that includes a cluster reconfiguring: CLUSTERDOWN and MASTERDOWN
+    (`ClusterError`), redirections still unresolved after the client followed a few (MOVED,
+    ASK), TRYAGAIN during a migration, a slot no known node serves and a slot map that could
+    not be read (`RedisClusterException`). Programming errors (CROSSSLOT, a pipeline the
+    cluster refuses) stay errors."""
     try:
         yield
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise StoreUnavailable("Redis is unreachable; try again shortly") from exc
+    except (ClusterError, TryAgainError, redis.exceptions.AskError) as exc:  # AskError: MOVED too
+        raise StoreUnavailable("Redis Cluster is reconfiguring; try again shortly") from exc
+    except (CrossSlotTransactionError, InvalidPipelineStack):
+        raise
+    except RedisClusterException as exc:
+        raise StoreUnavailable("Redis Cluster is unreachable; try again shortly") from exc
     except redis.ResponseError as exc:
-        if str(exc).startswith(("LOADING", "BUSY", "MASTERDOWN", "READONLY", "NOAUTH", "WRONGPASS")):
+        code = getattr(exc, "status_code", None) or str(exc).split(" ", 1)[0]
+        if isinstance(exc, ReadOnlyError) or code in _NOT_READY_CODES or str(exc).startswith(_NOT_READY_CODES):
             raise StoreUnavailable("Redis is not ready; try again shortly") from exc
         raise
 
@@ -89,7 +116,7 @@ def backoff_delay_ms(base_ms: int, attempts_made: int, rng: random.Random | None
 
 
 class JobQueue:
-    def __init__(self, client: redis.Redis, settings: Settings, blocking_client: redis.Redis | None = None):
+    def __init__(self, client: RedisClient, settings: Settings, blocking_client: RedisClient | None = None):
         self.redis = client
         self.blocking_redis = blocking_client
         self.settings = settings
@@ -184,7 +211,11 @@ class JobQueue:
 
     def ping(self) -> None:
         with redis_errors():
-            self.redis.ping()
+            if isinstance(self.redis, RedisCluster):
+                # A cluster client's PING goes to its default node: ask the queue's own master.
+                self.redis.ping(target_nodes=self.redis.get_node_from_key(self.keys.waiting))
+            else:
+                self.redis.ping()
 
     # -- worker side -------------------------------------------------------------------
 

@@ -1,22 +1,39 @@
-"""Redis clients with short timeouts, and the runner of the queue's Lua scripts."""
+"""Redis clients with short timeouts, and the runner of the queue's Lua scripts.
+
+`REDIS_URL` names one server (`redis://host:6379/0`), or a Redis Cluster when its query says
+`cluster=true` (`rediss://user:token@clustercfg.example:6379/?cluster=true`): any node or a
+configuration endpoint is the seed the cluster is discovered from. Credentials, TLS and the
+other query options mean the same in both modes; a cluster has only database 0.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import threading
+import time
 import weakref
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import PRIMARY, ClusterNode, RedisCluster
 from redis.commands.core import Script
-from redis.connection import AbstractConnection
-from redis.exceptions import NoScriptError
+from redis.connection import AbstractConnection, parse_url
+from redis.crc import key_slot
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    NoScriptError,
+    RedisClusterException,
+    TryAgainError,
+)
 from redis.retry import Retry
 from redis.utils import HIREDIS_AVAILABLE
 
+from shared.errors import ConfigError
 from shared.settings import Settings
 
 # Admission, status and health must answer (or fail with 503) well within 2 s, so one quick
@@ -25,25 +42,153 @@ _RETRY = Retry(NoBackoff(), retries=1)
 
 MAX_BLOCK_SECONDS = 5.0
 
+RedisClient: TypeAlias = "redis.Redis | RedisCluster"
+
 if HIREDIS_AVAILABLE:
     from hiredis import pack_command as _hiredis_pack
 
+_TRUE = frozenset({"true", "yes", "1", "on"})
+_FALSE = frozenset({"false", "no", "0", "off"})
 
-def connect(settings: Settings, *, blocking: bool = False) -> redis.Redis:
-    """A client for `settings.redis_url` with short timeouts (`blocking`: for BLPOP waits).
+
+def split_cluster_option(url: str) -> tuple[str, bool]:
+    """(the URL without its `cluster` query option, whether that option asks for cluster mode).
+    The rest of the URL is left exactly as written (redis-py reads it)."""
+    base, sep, rest = url.partition("?")
+    if not sep:
+        return url, False
+    query, hash_sep, fragment = rest.partition("#")
+    cluster: bool | None = None
+    kept = []
+    for item in query.split("&"):
+        name, _, value = item.partition("=")
+        if name != "cluster":
+            kept.append(item)
+            continue
+        value = value.strip().lower()
+        if value in _TRUE:
+            cluster = True
+        elif value in _FALSE:
+            cluster = False
+        else:
+            raise ConfigError("invalid configuration: REDIS_URL=<hidden>: cluster must be true or false")
+    cleaned = base + ("?" + "&".join(kept) if [k for k in kept if k] else "") + (hash_sep + fragment)
+    return cleaned, bool(cluster)
+
+
+def connect(settings: Settings, *, blocking: bool = False) -> RedisClient:
+    """A client for `settings.redis_url` with short timeouts (`blocking`: for BLPOP waits): a
+    `redis.Redis`, or a `RedisCluster` in cluster mode. Nothing connects before first use.
     The caller owns it and closes it; `shared.wiring` makes the process's pair."""
     timeout = settings.redis_timeout_ms / 1000
+    # A blocking client waits in BLPOP for up to MAX_BLOCK_SECONDS; its read timeout leaves
+    # room for that yet still notices a connection that died silently.
+    read_timeout = MAX_BLOCK_SECONDS + 5 if blocking else timeout
+    url, cluster = split_cluster_option(settings.redis_url)
+    if cluster:
+        return _cluster_client(url, connect_timeout=timeout, read_timeout=read_timeout)
     return redis.Redis.from_url(
-        settings.redis_url,
+        url,
         socket_connect_timeout=timeout,
-        # A blocking client waits in BLPOP for up to MAX_BLOCK_SECONDS; its read timeout leaves
-        # room for that yet still notices a connection that died silently.
-        socket_timeout=MAX_BLOCK_SECONDS + 5 if blocking else timeout,
+        socket_timeout=read_timeout,
         socket_keepalive=True,
         retry=_RETRY,
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         decode_responses=True,
     )
+
+
+def _cluster_client(url: str, *, connect_timeout: float, read_timeout: float) -> RedisCluster:
+    try:
+        options = parse_url(url)
+    except ValueError as exc:  # a query option of the wrong type
+        raise ConfigError(f"invalid configuration: REDIS_URL=<hidden>: {exc}") from None
+    if options.get("path") or not options.get("host"):
+        raise ConfigError("invalid configuration: REDIS_URL=<hidden>: cluster mode needs redis:// or rediss://"
+                          " with a host")
+    if options.get("db", 0) != 0:
+        raise ConfigError("invalid configuration: REDIS_URL=<hidden>: a cluster has only database 0")
+    return LazyRedisCluster(
+        url=url,
+        socket_connect_timeout=connect_timeout,
+        socket_timeout=read_timeout,
+        socket_keepalive=True,
+        decode_responses=True,
+        # Retried by the cluster client itself, after it refreshed its slot map: one more try,
+        # as in single-node mode (its default would sleep and try three more times).
+        retry=Retry(NoBackoff(), retries=1),
+        # The queue needs only its own slot: another shard down is no reason to refuse work.
+        require_full_coverage=False,
+        seed=(str(options["host"]), int(options.get("port", 6379))),
+    )
+
+
+class _Pending:
+    __slots__ = ("kwargs", "lock", "ready", "building")
+
+    def __init__(self, kwargs: dict[str, Any]) -> None:
+        self.kwargs, self.lock, self.ready, self.building = kwargs, threading.RLock(), False, False
+
+
+class LazyRedisCluster(RedisCluster):
+    """A `RedisCluster` that discovers the cluster (CLUSTER SLOTS, COMMAND) on first use rather
+    than when built, so a cold start never waits for Redis and a cluster down at start-up
+    is a 503 on the calls, not a process that cannot start. A failed discovery is tried
+    again by the next call.
+
+    Every topology refresh also asks the URL's own host (when the nodes known so far did not
+    answer): a configuration endpoint keeps working after every node's address changed."""
+
+    def __init__(self, *, seed: tuple[str, int], **kwargs: Any) -> None:  # noqa: D107
+        self.__dict__["_pending"] = _Pending(kwargs)
+        self.__dict__["_seed"] = seed
+
+    def __getattr__(self, name: str) -> Any:
+        pending: _Pending | None = self.__dict__.get("_pending")
+        if pending is None or pending.ready or name.startswith("__"):
+            raise AttributeError(name)
+        self._discover(pending, name)
+        return object.__getattribute__(self, name)
+
+    def _discover(self, pending: _Pending, name: str) -> None:
+        with pending.lock:
+            if pending.ready:
+                return
+            if pending.building:  # an attribute RedisCluster.__init__ reads before it sets it
+                raise AttributeError(name)
+            pending.building = True
+            try:
+                RedisCluster.__init__(self, **pending.kwargs)
+                manager = self.nodes_manager
+                initialize, seed = manager.initialize, self.__dict__["_seed"]
+
+                def initialize_with_seed(additional_startup_nodes_info: Any = None, **kwargs: Any) -> Any:
+                    extra = [*(additional_startup_nodes_info or ()), seed]
+                    return initialize(additional_startup_nodes_info=extra, **kwargs)
+
+                manager.initialize = initialize_with_seed  # type: ignore[method-assign,assignment]
+                pending.ready = True
+            except BaseException:
+                for key in [k for k in self.__dict__ if k not in ("_pending", "_seed")]:
+                    del self.__dict__[key]
+                raise
+            finally:
+                pending.building = False
+
+    @property
+    def discovered(self) -> bool:
+        return bool(self.__dict__["_pending"].ready)
+
+    def get_encoder(self) -> Any:
+        if not self.discovered:  # Script objects are made at build time: no discovery for that
+            kwargs = self.__dict__["_pending"].kwargs
+            return redis.connection.Encoder(kwargs.get("encoding", "utf-8"), kwargs.get("encoding_errors", "strict"),
+                                            kwargs.get("decode_responses", False))
+        return super().get_encoder()
+
+    def close(self) -> None:
+        if self.discovered:
+            super().close()
 
 
 class _ThreadConnection:
@@ -76,7 +221,13 @@ class ScriptRunner:
     runner is closed or collected, and is never reused across a fork.
     """
 
-    def __init__(self, client: redis.Redis, retries: int = 1) -> None:
+    def __new__(cls, client: RedisClient, retries: int = 1) -> ScriptRunner:
+        if cls is ScriptRunner and isinstance(client, RedisCluster):
+            cls = ClusterScriptRunner  # noqa: PLW0642 -- the same API on a cluster
+        return object.__new__(cls)
+
+    def __init__(self, client: RedisClient, retries: int = 1) -> None:
+        assert isinstance(client, redis.Redis)
         pool = client.connection_pool
         self._connection_class = pool.connection_class
         self._connection_kwargs = dict(pool.connection_kwargs)
@@ -147,3 +298,159 @@ class ScriptRunner:
             connections = list(self._open)  # kept: a thread may reconnect the same object
         for conn in connections:
             conn.disconnect()
+
+
+class _NodeConnections:
+    """A thread's script connections, one per cluster node it talked to (by node name)."""
+
+    __slots__ = ("by_node", "pid")
+
+    def __init__(self) -> None:
+        self.by_node: dict[str, _ThreadConnection] = {}
+        self.pid = os.getpid()
+
+
+class ClusterScriptRunner(ScriptRunner):
+    """`ScriptRunner` on a Redis Cluster: the same raw EVALSHA round trip, sent to the master
+    that owns the slot of the script's keys (all keys of a queue share one hash tag, so one
+    slot), on a connection of the caller's thread to that node.
+
+    The slot map is the cluster client's own (`RedisCluster.nodes_manager`), so both paths
+    learn from each other's refreshes. A MOVED reply patches the map and the script goes to
+    the named node; an ASK reply sends ASKING and the script to the named node once, the map
+    left as is (the slot is still migrating); TRYAGAIN (keys split by a migration) is tried
+    again after a short pause. None of these ran the script, so sending it again is safe; a
+    few redirections at most, then the error stands (a 503 to the caller). A node that lacks
+    the script gets it loaded (SCRIPT LOAD on that node). CLUSTERDOWN, a timeout or a node
+    that cannot be reached refreshes the slot map and fails at once: the next call goes to
+    whoever owns the slot by then. Only when the connection could not even be opened (so
+    nothing was sent) and the refresh names another master is the call tried there at once.
+    As in single-node mode, an open connection found dropped is retried once and a timeout
+    never is (the script may have run).
+    """
+
+    REDIRECTS = 5
+    TRYAGAIN_PAUSE_S = 0.05
+
+    def __init__(self, client: RedisClient, retries: int = 1) -> None:
+        assert isinstance(client, RedisCluster)
+        self._cluster = client
+        self._retries = retries
+        self._local = threading.local()
+        self._open: weakref.WeakSet[AbstractConnection] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def _node_connection(self, node: ClusterNode) -> AbstractConnection:
+        held: _NodeConnections | None = getattr(self._local, "nodes", None)
+        if held is None or held.pid != os.getpid():
+            self._local.nodes = held = _NodeConnections()
+        holder = held.by_node.get(node.name)
+        if holder is None:
+            # The node's pool has the cluster client's settings for it (credentials, TLS,
+            # timeouts, the cluster's on-connect hook): the same connection it would make.
+            pool = self._cluster.get_redis_connection(node).connection_pool
+            conn = pool.connection_class(**pool.connection_kwargs)
+            held.by_node[node.name] = holder = _ThreadConnection(conn)
+            with self._lock:
+                self._open.add(conn)
+        return holder.conn
+
+    def _connection(self) -> AbstractConnection:
+        """This thread's connection to the first master (what single-node tests poke at)."""
+        return self._node_connection(self._cluster.get_primaries()[0])
+
+    def _primary(self, slot: int) -> ClusterNode:
+        return self._cluster.nodes_manager.get_node_from_slot(slot)
+
+    def _node_at(self, host: str, port: int) -> ClusterNode:
+        manager = self._cluster.nodes_manager
+        host, port = manager.remap_host_port(host, port)
+        return manager.get_node(host=host, port=port) or ClusterNode(host, port, PRIMARY)
+
+    def _refresh(self, failed: ClusterNode | None) -> None:
+        """Read the slot map again (nodes other than `failed` first); a failure is left to the
+        next call."""
+        with contextlib.suppress(RedisClusterException, redis.RedisError, OSError):
+            self._cluster.nodes_manager.initialize(last_failed_node_name=failed.name if failed else None)
+
+    def __call__(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        first = keys[0]
+        slot = key_slot(first.encode() if isinstance(first, str) else first)
+        node = self._primary(slot)
+        retries = self._retries
+        redirects = 0
+        reloaded = asked = False  # asked: `node` is the target of an ASK redirection
+        packed: Any = None
+        while True:
+            conn = self._node_connection(node)
+            if packed is None:
+                packed = self._pack(conn, "EVALSHA", script.sha, len(keys), *keys, *args)
+            was_open = conn.is_connected
+            try:
+                if asked:
+                    # ASKING holds for the next command only: both go out in one write.
+                    conn.send_packed_command(self._pack(conn, "ASKING") + packed, check_health=False)
+                    try:
+                        conn.read_response()
+                    except redis.ResponseError:
+                        conn.disconnect()  # the script's reply is still unread
+                        raise
+                else:
+                    conn.send_packed_command(packed, check_health=False)
+                return conn.read_response()
+            except NoScriptError:
+                if reloaded:
+                    raise
+                reloaded = True
+                conn.send_command("SCRIPT", "LOAD", script.script, check_health=False)
+                script.sha = conn.read_response()
+                packed = None
+            except MovedError as exc:
+                redirects = self._redirected(redirects, exc)
+                self._cluster.nodes_manager.move_slot(exc)
+                node, asked = self._primary(slot), False
+            except AskError as exc:
+                redirects = self._redirected(redirects, exc)
+                node, asked = self._node_at(exc.host, exc.port), True
+            except TryAgainError as exc:
+                redirects = self._redirected(redirects, exc)
+                time.sleep(self.TRYAGAIN_PAUSE_S)
+                node, asked = self._primary(slot), False
+            except ClusterDownError:
+                self._refresh(None)
+                raise
+            except redis.ResponseError:
+                raise  # an error reply was read whole: the connection is still in step
+            except redis.ConnectionError:
+                conn.disconnect()
+                if was_open and retries > 0:
+                    retries -= 1
+                    continue
+                self._refresh(node)
+                owner = self._primary_or_none(slot)
+                if not was_open and owner is not None and owner.name != node.name and redirects < self.REDIRECTS:
+                    # Nothing was sent, and the slot has a new master (a failover finished).
+                    redirects += 1
+                    node, asked = owner, False
+                    continue
+                raise
+            except redis.TimeoutError:
+                conn.disconnect()
+                self._refresh(node)
+                raise
+            except BaseException:
+                # Anything else (KeyboardInterrupt between send and read) may leave a reply
+                # unread, which the next call would take for its own.
+                conn.disconnect()
+                raise
+
+    def _primary_or_none(self, slot: int) -> ClusterNode | None:
+        try:
+            return self._primary(slot)
+        except RedisClusterException:
+            return None
+
+    def _redirected(self, redirects: int, exc: Exception) -> int:
+        if redirects >= self.REDIRECTS:
+            raise exc
+        return redirects + 1

@@ -19,8 +19,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import redis
-
 from shared import observability, redis_client
 from shared.artifacts import ArtifactStore, build_store
 from shared.kick import Invoker, WorkerKick
@@ -37,7 +35,7 @@ class Services:
     queue: JobQueue
     store: ArtifactStore
     kick: WorkerKick
-    _clients: tuple[redis.Redis, ...] = field(default=(), repr=False)
+    _clients: tuple[redis_client.RedisClient, ...] = field(default=(), repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def new_worker(self) -> Worker:
