@@ -36,7 +36,8 @@ os.environ["POWERTOOLS_SERVICE_NAME"] = "preview-service"
 
 
 # Fixtures that bring a Redis server (tests/emulator adds its own).
-REDIS_FIXTURES = {"redis_server", "redis_url", "rdb", "private_redis"}
+REDIS_FIXTURES = {"redis_server", "redis_url", "rdb", "private_redis", "redis_cluster", "clean_cluster",
+                  "cluster_url"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
