@@ -40,6 +40,13 @@ from local.template import FunctionSpec, HttpRoute, Template
 log = logging.getLogger("local.server")
 
 MAX_REQUEST_BYTES = 10 * 1024 * 1024  # HTTP API's request size limit
+# Request bodies held in memory at once, all requests together. A body is read chunk by chunk
+# and refused (413) at MAX_REQUEST_BYTES without reading the rest; past this budget a request
+# waits for others to finish (BODY_WAIT_S), then answers 503. With the copies a function's
+# event makes (text or base64), bodies in flight take at most about 3x this (chunked uploads,
+# which declare no length, each take MAX_REQUEST_BYTES of it: three at a time).
+BODY_BUDGET_BYTES = 32 * 1024 * 1024
+BODY_WAIT_S = 10.0
 INTEGRATION_TIMEOUT_S = 30  # HTTP API gives up on an integration after 30 s, whatever the function's Timeout
 _JSON = (b"content-type", b"application/json")
 ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -132,6 +139,65 @@ class ApiKeyGuard:
         return False
 
 
+class BodyBudget:
+    """The bytes of request bodies in memory, bounded: `reserve` waits while others hold the
+    budget and gives up after a while; `release` hands bytes back. One per app (one event loop)."""
+
+    def __init__(self, total: int = BODY_BUDGET_BYTES, wait_s: float = BODY_WAIT_S) -> None:
+        self.total, self.wait_s = total, wait_s
+        self.used = 0
+        self._freed: asyncio.Condition | None = None
+
+    async def reserve(self, size: int) -> bool:
+        if self._freed is None:
+            self._freed = asyncio.Condition()
+        async with self._freed:
+            try:
+                await asyncio.wait_for(self._freed.wait_for(lambda: self.used + size <= self.total), self.wait_s)
+            except TimeoutError:
+                return False
+            self.used += size
+            return True
+
+    async def release(self, size: int) -> None:
+        if size and self._freed is not None:
+            async with self._freed:
+                self.used -= size
+                self._freed.notify_all()
+
+
+class BodyRefused(Exception):
+    def __init__(self, response: RawResponse) -> None:
+        self.response = response
+
+
+@contextlib.asynccontextmanager
+async def request_body(request: Request, budget: BodyBudget, limit: int = MAX_REQUEST_BYTES) -> AsyncIterator[bytes]:
+    """The request's body, read chunk by chunk within `limit`; BodyRefused(413) without reading
+    further past it. Its room in `budget` is taken before reading and held until the block ends:
+    the declared Content-Length, or `limit` for a chunked body (taken whole, so requests that
+    each hold part of the budget never wait on one another); BodyRefused(503) if none frees up."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyRefused(message(413, "Request Entity Too Large"))
+    room = int(declared) if declared.isdigit() else limit if "transfer-encoding" in request.headers else 0
+    if room and not await budget.reserve(room):
+        raise BodyRefused(message(503, "Service Unavailable"))
+    try:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyRefused(message(413, "Request Entity Too Large"))
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        chunks.clear()
+        yield body
+    finally:
+        await budget.release(room)
+
+
 def starlette_path(path: str) -> str:
     """`{jobId}` stays, a greedy `{proxy+}` becomes `{proxy:path}`."""
     return re.sub(r"\{([^}]+)\+\}", r"{\1:path}", path)
@@ -166,6 +232,7 @@ class Emulator:
         # IAM authorization as the template declares it, unless the API key mode replaces it.
         self._iam = None if options.api_key else options.sigv4
         self._swagger_ui = swagger_ui_dir()
+        self._bodies = BodyBudget()
 
     # -- app
 
@@ -213,9 +280,14 @@ class Emulator:
             scope = request.scope
             if route.method != "ANY" and scope["method"] != route.method:
                 return message(404, "Not Found")  # Starlette adds HEAD to GET routes; API Gateway does not
-            body = await request.body()
-            if len(body) > MAX_REQUEST_BYTES:
-                return message(413, "Request Entity Too Large")
+            try:
+                async with request_body(request, self._bodies) as body:
+                    return await invoke(request, body)
+            except BodyRefused as refused:
+                return refused.response
+
+        async def invoke(request: Request, body: bytes) -> RawResponse:
+            scope = request.scope
             identity: dict[str, Any] | None = None
             if self._iam is not None and route.auth == "AWS_IAM":
                 verdict = self._signed(scope, body, route_key)
@@ -275,7 +347,11 @@ class Emulator:
         """The emulator's own routes need what the template's need: the key, or a signature."""
         if self._iam is None or not any(r.auth == "AWS_IAM" for r in self.template.routes()):
             return None
-        verdict = self._signed(request.scope, await request.body(), request.url.path)
+        try:
+            async with request_body(request, self._bodies) as body:
+                verdict = self._signed(request.scope, body, request.url.path)
+        except BodyRefused as refused:
+            return refused.response
         return verdict if isinstance(verdict, RawResponse) else None
 
     # -- around the functions
