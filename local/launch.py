@@ -90,11 +90,25 @@ def build_app(args: ServeArgs, prepared: Prepared, port: int, redis_description:
     return Emulator(prepared.template, runtime, options, extras).app()
 
 
+class SignedLinksHidden(logging.Filter):
+    """An access line shows an artifact link's path, not its query: the signature and expiry
+    would let anyone who reads the log fetch the file for an hour."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from shared.artifacts.signing import ROUTE
+
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and args[2].startswith(ROUTE):
+            record.args = (*args[:2], args[2].split("?", 1)[0], *args[3:])
+        return True
+
+
 def log_config(access_log: bool) -> dict[str, object]:
     """uvicorn's own lines on stderr: stdout carries the functions' JSON logs."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
+        "filters": {"signed_links": {"()": SignedLinksHidden}},
         "formatters": {
             "default": {"()": "uvicorn.logging.DefaultFormatter", "fmt": "%(levelprefix)s %(message)s"},
             "access": {"()": "uvicorn.logging.AccessFormatter",
@@ -102,7 +116,8 @@ def log_config(access_log: bool) -> dict[str, object]:
         },
         "handlers": {
             "default": {"formatter": "default", "class": "logging.StreamHandler", "stream": "ext://sys.stderr"},
-            "access": {"formatter": "access", "class": "logging.StreamHandler", "stream": "ext://sys.stderr"},
+            "access": {"formatter": "access", "class": "logging.StreamHandler", "stream": "ext://sys.stderr",
+                       "filters": ["signed_links"]},
         },
         "loggers": {
             "uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": False},

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -81,14 +82,24 @@ class PreviewExtras(Extras):
         if not expires or not sig:
             return message(403, "Forbidden")
         path = request.url.path
-        if not store.signer.valid(path, expires, sig):
-            return message(403, "Forbidden")
+        verdict = store.signer.check(path, expires, sig)
+        if verdict != "valid":
+            # A genuine link past its time says so (ask the artifact route for fresh links);
+            # anything else stays a bare 403.
+            return message(403, "link expired" if verdict == "expired" else "Forbidden")
         # Only a request whose signature holds may learn that the file is missing.
         granted = await run_in_threadpool(store.file, path)
         if granted is None:
             return message(404, "Not Found")
-        return FileResponse(granted, media_type=layout.content_type(granted.name),
-                            headers={"Cache-Control": "private, max-age=60"})
+        stat = await run_in_threadpool(os.stat, granted)
+        response = FileResponse(granted, media_type=layout.content_type(granted.name), stat_result=stat,
+                                filename=granted.name, content_disposition_type="inline",
+                                headers={"Cache-Control": "private, max-age=60", "X-Content-Type-Options": "nosniff"})
+        if _matches(request.headers.get("if-none-match"), response.headers["etag"]):
+            kept = {k: response.headers[k] for k in ("etag", "cache-control", "last-modified")}
+            return Response(status_code=304, headers=kept)
+        _drop_unusable_range(request, stat.st_size)
+        return response
 
     async def metrics(self, request: Request) -> Response:
         from shared import service, wiring
@@ -138,3 +149,27 @@ class PreviewExtras(Extras):
         if self.options.fast_shutdown:
             self.worker.abort_event.set()
         self.worker_thread.join(self.worker.settings.shutdown_grace_seconds + 35)
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    """If-None-Match names this ETag (weakly compared, as RFC 9110 says for GET) or is `*`."""
+    if not if_none_match:
+        return False
+    tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+    return "*" in tags or etag.removeprefix("W/") in tags
+
+
+def _drop_unusable_range(request: Request, size: int) -> None:
+    """A Range of another unit or a malformed one is ignored (the whole file, 200), as RFC 9110
+    allows; a well-formed byte range outside the file still answers 416."""
+    from starlette.responses import MalformedRangeHeader
+
+    value = request.headers.get("range")
+    if value is None:
+        return
+    try:
+        FileResponse._parse_range_header(value, size)
+    except MalformedRangeHeader:
+        request.scope["headers"] = [(k, v) for k, v in request.scope["headers"] if k.lower() != b"range"]
+    except Exception:  # noqa: BLE001 - RangeNotSatisfiable: FileResponse answers it (416)
+        return

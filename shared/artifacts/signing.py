@@ -43,15 +43,20 @@ class UrlSigner:
     def valid(self, path: str, expires: str | int, sig: str, now: float | None = None) -> bool:
         """Whether a signed URL is genuine and unexpired, whether or not its file exists.
         `path` is the URL path, with or without the leading `/artifacts/`."""
+        return self.check(path, expires, sig, now) == "valid"
+
+    def check(self, path: str, expires: str | int, sig: str, now: float | None = None) -> str:
+        """"valid", "expired" (genuine, but past its time) or "invalid" (tampered, or not ours).
+        Expiry is judged only once the signature holds, so it tells a forger nothing."""
         relative = relative_path(path)
         try:
             expires_at = int(expires)
         except (TypeError, ValueError):
-            return False
-        if expires_at < (time.time() if now is None else now):
-            return False
+            return "invalid"
         expected = self._signature(relative, expires_at).encode()
-        return hmac.compare_digest(expected, str(sig).lower().encode("utf-8", "replace"))
+        if not hmac.compare_digest(expected, str(sig).lower().encode("utf-8", "replace")):
+            return "invalid"
+        return "expired" if expires_at < (time.time() if now is None else now) else "valid"
 
 
 def relative_path(url_path: str) -> str:

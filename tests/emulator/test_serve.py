@@ -128,9 +128,31 @@ def test_preview_end_to_end(client: httpx.Client, anonymous: httpx.Client, data_
     poster = anonymous.get(files["poster.png"]["url"])
     assert poster.headers["content-type"] == "image/png"
     assert len(poster.content) == files["poster.png"]["bytes"]
+    # Files say what they are and are not sniffed; conditional and range requests behave
+    assert video.headers["content-disposition"] == 'inline; filename="preview.mp4"'
+    assert video.headers["x-content-type-options"] == "nosniff"
+    etag = video.headers["etag"]
+    cached = anonymous.get(document["url"], headers={"if-none-match": etag})
+    assert (cached.status_code, cached.content, cached.headers["etag"]) == (304, b"", etag)
+    assert anonymous.get(document["url"], headers={"if-none-match": '"other"'}).status_code == 200
+    part = anonymous.get(document["url"], headers={"range": "bytes=0-9"})
+    assert (part.status_code, part.content) == (206, video.content[:10])
+    for ignored in ("items=0-5", "bytes=abc", "bytes=9-2"):
+        whole = anonymous.get(document["url"], headers={"range": ignored})
+        assert (whole.status_code, len(whole.content)) == (200, len(video.content)), ignored
+    # An expired link says so; a tampered one does not say why
+    from shared import wiring
+    from shared.artifacts.local import LocalStore
+
+    store = wiring.services().store
+    assert isinstance(store, LocalStore)
+    expired, _ = store.signer.url(urlsplit(document["url"]).path.removeprefix("/artifacts/"), -5, URL)
+    answer = anonymous.get(expired)
+    assert (answer.status_code, answer.json()) == (403, {"message": "link expired"})
     # A tampered or missing signature grants nothing
     url = urlsplit(document["url"])
-    assert anonymous.get(f"{URL}{url.path}?{url.query[:-4]}0000").status_code == 403
+    tampered = anonymous.get(f"{URL}{url.path}?{url.query[:-4]}0000")
+    assert (tampered.status_code, tampered.json()) == (403, {"message": "Forbidden"})
     assert anonymous.get(f"{URL}{url.path}").status_code == 403
     # A genuine link to a file that is gone: 404
     captions = urlsplit(files["captions.vtt"]["url"])

@@ -183,3 +183,30 @@ def test_template_reader_errors_name_the_line(tmp_path: Path) -> None:
     path.write_text("Resources:\n  F: [\n", encoding="utf-8")
     with pytest.raises(TemplateError, match=r"t.yaml:\d+: invalid template: "):
         load_template(path)
+
+
+def test_access_lines_show_an_artifact_links_path_not_its_signature() -> None:
+    import io
+    import logging.config
+
+    from local.launch import log_config
+
+    config = log_config(access_log=True)
+    stream = io.StringIO()
+    config["handlers"]["access"]["stream"] = stream  # type: ignore[index]
+    names = ("uvicorn", "uvicorn.error", "uvicorn.access")
+    saved = {name: (logging.getLogger(name).handlers[:], logging.getLogger(name).level,
+                    logging.getLogger(name).propagate) for name in names}
+    logging.config.dictConfig(config)
+    try:
+        access = logging.getLogger("uvicorn.access")
+        access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "GET",
+                    "/artifacts/previews/j/preview.mp4?expires=99&sig=abcdef", "1.1", 200)
+        access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "GET", "/api/preview/queue/metrics?x=1", "1.1", 200)
+    finally:
+        for name, (handlers, level, propagate) in saved.items():
+            logger = logging.getLogger(name)
+            logger.handlers[:], logger.level, logger.propagate = handlers, level, propagate
+    text = stream.getvalue()
+    assert "GET /artifacts/previews/j/preview.mp4 HTTP/1.1" in text and "sig=" not in text and "expires" not in text
+    assert "/api/preview/queue/metrics?x=1" in text
