@@ -143,7 +143,7 @@ LOCAL_LAYERS = [
     "local.__main__", "local.serve", "local.reload", "local.invoke", "local.launch", "local.startup",
     "local.preview", "local.server", "local.runtime", "local.events", "local.openapi", "local.sigv4",
     "local.environment", "local.template", "local.intrinsics", "local.schedules", "local.isolation",
-    "local.redis_embed", "local.redis_server", "local.errors",
+    "local.redis_embed", "local.redis_cluster", "local.redis_server", "local.errors",
 ]
 
 

@@ -5,7 +5,8 @@ started again and has rejoined) and empty, and the service pointed at it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -39,3 +40,23 @@ def cluster_url(clean_cluster: RedisCluster, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("PREVIEW_QUEUE_MAX", "100000")
     wiring.reset()
     return clean_cluster.url
+
+
+# Lines the failover tests report, shown in the terminal summary (and printed, for `-s`).
+FIGURES: list[str] = []
+
+
+@pytest.fixture
+def report() -> Callable[[str], None]:
+    def add(line: str) -> None:
+        print(line)
+        FIGURES.append(line)
+
+    return add
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if FIGURES:
+        terminalreporter.section("redis cluster failover")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
