@@ -18,5 +18,6 @@ In layers, each module importing only modules listed below it:
     environment  each function's variables in SAM's order, and the one of the process
     template     the template's functions, routes and schedules (Globals merged)
     intrinsics   CloudFormation's intrinsic functions and parameters, with local stand-ins
+    samconfig    SAM's parameter override forms and samconfig.toml
     schedules, isolation, redis_embed, redis_server, errors: the leaves
 """

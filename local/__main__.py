@@ -7,18 +7,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from local import samconfig
 from local.errors import StartupError
 from local.startup import ServeArgs, setup_logging
-
-
-def _overrides(values: Sequence[str] | None) -> dict[str, str]:
-    result: dict[str, str] = {}
-    for item in values or ():
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise StartupError(f"--parameter-overrides: expected Name=Value, got {item!r}")
-        result[key] = value
-    return result
 
 
 def _scale(text: str) -> float:
@@ -41,7 +32,11 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--env-vars", "-n", type=Path, metavar="FILE",
                        help='JSON overrides in SAM\'s format: {"Parameters": {...}, "<Function>": {...}}')
         p.add_argument("--parameter-overrides", nargs="+", metavar="NAME=VALUE",
-                       help="template parameter values (their Default otherwise)")
+                       help="template parameter values (their Default otherwise), in SAM's forms: Name=Value, "
+                            "\"A=1 B=2\" or ParameterKey=Name,ParameterValue=Value; samconfig.toml's "
+                            "parameter_overrides and env_vars apply too")
+        p.add_argument("--config-env", default="default", metavar="NAME",
+                       help="the samconfig.toml environment to read (default: default)")
         p.add_argument("--data-dir", type=Path, metavar="DIR",
                        help="local data folder: artifacts, scratch, embedded Redis (default: $DATA_DIR or ./data)")
 
@@ -75,20 +70,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     try:
         # Each command imports only its own modules (invoke needs no web server).
+        command = "local_start_api" if args.command == "serve" else "local_invoke"
+        overrides, env_vars = samconfig.settings(args.template, command, args.config_env, args.parameter_overrides,
+                                                 args.env_vars)
         if args.command == "serve":
             from local.serve import run
 
             return run(ServeArgs(
-                template=args.template, host=args.host, port=args.port, env_vars=args.env_vars,
-                parameter_overrides=_overrides(args.parameter_overrides), api_key=args.api_key,
+                template=args.template, host=args.host, port=args.port, env_vars=env_vars,
+                parameter_overrides=overrides, api_key=args.api_key,
                 data_dir=args.data_dir, schedule_scale=args.schedule_scale, schedules=args.schedules,
                 worker=args.worker, access_log=args.access_log, reload=args.reload,
             ))
         from local import invoke
 
         return invoke.run(invoke.InvokeArgs(
-            function=args.function, event=args.event, template=args.template, env_vars=args.env_vars,
-            parameter_overrides=_overrides(args.parameter_overrides), data_dir=args.data_dir,
+            function=args.function, event=args.event, template=args.template, env_vars=env_vars,
+            parameter_overrides=overrides, data_dir=args.data_dir,
         ))
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)

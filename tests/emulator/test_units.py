@@ -210,3 +210,44 @@ def test_access_lines_show_an_artifact_links_path_not_its_signature() -> None:
     text = stream.getvalue()
     assert "GET /artifacts/previews/j/preview.mp4 HTTP/1.1" in text and "sig=" not in text and "expires" not in text
     assert "/api/preview/queue/metrics?x=1" in text
+
+
+@pytest.mark.parametrize("given", [
+    ["QueueMax=5", "LogLevel=DEBUG"],
+    ["QueueMax=5 LogLevel=DEBUG"],
+    ["ParameterKey=QueueMax,ParameterValue=5", "ParameterKey=LogLevel,ParameterValue=DEBUG"],
+    ["ParameterKey=QueueMax,ParameterValue=5 LogLevel=DEBUG"],
+])
+def test_parameter_overrides_in_sams_forms(given: list[str]) -> None:
+    from local.samconfig import parse_overrides
+
+    assert parse_overrides(given) == {"QueueMax": "5", "LogLevel": "DEBUG"}
+
+
+def test_parameter_override_values_keep_quotes_commas_and_equals() -> None:
+    from local.samconfig import parse_overrides
+
+    assert parse_overrides(['AssetBuckets=a,b Title="two words" Url=redis://h:1/0?x=y']) == {
+        "AssetBuckets": "a,b", "Title": "two words", "Url": "redis://h:1/0?x=y"}
+    from local.errors import StartupError
+
+    with pytest.raises(StartupError, match="expected Name=Value"):
+        parse_overrides(["QueueMax"])
+
+
+def test_samconfig_parameters_and_env_vars(tmp_path: Path) -> None:
+    from local.samconfig import settings
+
+    template = tmp_path / "template.yaml"
+    (tmp_path / "samconfig.toml").write_text(
+        'version = 0.1\n'
+        '[default.global.parameters]\nparameter_overrides = "QueueMax=7 LogLevel=DEBUG"\n'
+        '[default.local_start_api.parameters]\nenv_vars = "env.json"\nparameter_overrides = ["QueueMax=9"]\n'
+        '[dev.local_start_api.parameters]\nparameter_overrides = "QueueMax=3"\n', encoding="utf-8")
+    overrides, env_vars = settings(template, "local_start_api", "default", ["LogLevel=ERROR"], None)
+    assert overrides == {"QueueMax": "9", "LogLevel": "ERROR"}  # the command's table, then the command line
+    assert env_vars == tmp_path / "env.json"
+    assert settings(template, "local_invoke", "default", None, None) == ({"QueueMax": "7", "LogLevel": "DEBUG"},
+                                                                       None)
+    assert settings(template, "local_start_api", "dev", None, Path("mine.json"))[0] == {"QueueMax": "3"}
+    assert settings(tmp_path / "elsewhere" / "t.yaml", "local_start_api", "default", None, None) == ({}, None)
