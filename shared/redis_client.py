@@ -28,6 +28,7 @@ from redis.exceptions import (
     MovedError,
     NoScriptError,
     RedisClusterException,
+    SlotNotCoveredError,
     TryAgainError,
 )
 from redis.retry import Retry
@@ -376,7 +377,11 @@ class ClusterScriptRunner(ScriptRunner):
     def __call__(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         first = keys[0]
         slot = key_slot(first.encode() if isinstance(first, str) else first)
-        node = self._primary(slot)
+        try:
+            node = self._primary(slot)
+        except SlotNotCoveredError:  # the map was read while the slot had no master
+            self._refresh(None)
+            node = self._primary(slot)
         retries = self._retries
         redirects = 0
         reloaded = asked = False  # asked: `node` is the target of an ASK redirection

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 
 from local.redis_cluster import RedisCluster
 from shared import wiring
@@ -17,8 +18,10 @@ from shared.errors import LeaseLost, StoreUnavailable
 from shared.redis_client import ClusterScriptRunner, LazyRedisCluster
 from shared.worker import Worker
 from tests.cluster.helpers import dry_job, enqueue_event, job_event, make_queue, queue_master, queue_slot
+from tests.conftest import load_event
 from tests.handlers import EXPECTED, apply_given, body, invoke, invoke_fixture, run_worker_until_idle
 from tests.test_handlers import HTTP_CASES
+from tests.test_scheduled import CASES as SCHEDULED_CASES
 from tests.test_worker import FolderStore
 
 pytestmark = [pytest.mark.redis, pytest.mark.process]
@@ -43,6 +46,15 @@ def test_fixture_gives_expected_status(case: str, cluster_url: str, monkeypatch:
     given(expected.get("given", []))
     response = invoke_fixture(function, name)
     assert response["statusCode"] == expected["status"], response["body"]
+
+
+@pytest.mark.parametrize("case", SCHEDULED_CASES)
+def test_scheduled_fixture_gives_expected_summary(case: str, cluster_url: str) -> None:
+    function, name = case.split("/")
+    given(EXPECTED[case].get("given", []))
+    result = invoke(function, load_event(function, name))
+    for key, value in EXPECTED[case]["expect"].items():
+        assert result[key] == value, result
 
 
 def counts() -> dict[str, Any]:
@@ -239,3 +251,44 @@ def test_a_script_unknown_to_the_new_master_is_loaded_there(cluster_url: str, cl
         client.script_flush()  # as a replica promoted before the script ever reached it
     assert queue.admit(dry_job("noscript-2")).created
     assert queue.counts().waiting == 2
+
+
+def test_a_dropped_script_connection_is_retried_once(cluster_url: str, clean_cluster: RedisCluster) -> None:
+    queue = wiring.services().queue
+    assert queue.admit(dry_job("drop-1")).created
+    with queue_master(clean_cluster).client() as client:
+        killed = [c for c in client.client_list() if c["cmd"] == "evalsha"]
+        assert killed
+        for info in killed:
+            client.client_kill_filter(_id=info["id"])
+    assert queue.admit(dry_job("drop-2")).created
+    assert queue.counts().waiting == 2
+
+
+def test_a_timed_out_script_is_never_sent_again(cluster_url: str) -> None:
+    queue = wiring.services().queue
+    assert queue.claim().job is None  # the claim script is loaded on the master now
+    assert queue.admit(dry_job("slow-1")).created
+    runner = queue._runner
+    assert isinstance(runner, ClusterScriptRunner)
+    conn = runner._node_connection(runner._primary(queue_slot()))
+    sent: list[int] = []
+    real_send, real_read = conn.send_packed_command, conn.read_response
+
+    def send(*args: Any, **kwargs: Any) -> Any:
+        sent.append(1)
+        return real_send(*args, **kwargs)
+
+    def read(*args: Any, **kwargs: Any) -> Any:
+        conn.read_response = real_read  # type: ignore[method-assign]
+        raise redis.TimeoutError("Timeout reading from socket")
+
+    conn.send_packed_command = send  # type: ignore[method-assign]
+    conn.read_response = read  # type: ignore[method-assign]
+    with pytest.raises(StoreUnavailable):
+        queue.claim()
+    assert sent == [1]
+    # The claim did run (its reply came too late): the job is leased, and the next call reads
+    # its own reply, not the stale one
+    assert queue.counts().active == 1
+    assert queue.claim().job is None
