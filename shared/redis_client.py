@@ -115,8 +115,8 @@ def _cluster_client(url: str, *, connect_timeout: float, read_timeout: float) ->
         socket_timeout=read_timeout,
         socket_keepalive=True,
         decode_responses=True,
-        # Retried by the cluster client itself, after it refreshed its slot map: one more try,
-        # as in single-node mode (its default would sleep and try three more times).
+        # Retried by the cluster client itself after it refreshed its slot map: one more try,
+        # as in single-node mode (its default is three more, each CLUSTERDOWN costing 0.25 s).
         retry=Retry(NoBackoff(), retries=1),
         # The queue needs only its own slot: another shard down is no reason to refuse work.
         require_full_coverage=False,
@@ -140,7 +140,7 @@ class LazyRedisCluster(RedisCluster):
     Every topology refresh also asks the URL's own host (when the nodes known so far did not
     answer): a configuration endpoint keeps working after every node's address changed."""
 
-    def __init__(self, *, seed: tuple[str, int], **kwargs: Any) -> None:  # noqa: D107
+    def __init__(self, *, seed: tuple[str, int], **kwargs: Any) -> None:
         self.__dict__["_pending"] = _Pending(kwargs)
         self.__dict__["_seed"] = seed
 
@@ -224,7 +224,7 @@ class ScriptRunner:
 
     def __new__(cls, client: RedisClient, retries: int = 1) -> ScriptRunner:
         if cls is ScriptRunner and isinstance(client, RedisCluster):
-            cls = ClusterScriptRunner  # noqa: PLW0642 -- the same API on a cluster
+            cls = ClusterScriptRunner  # the same API on a cluster
         return object.__new__(cls)
 
     def __init__(self, client: RedisClient, retries: int = 1) -> None:
