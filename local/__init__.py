@@ -19,5 +19,6 @@ In layers, each module importing only modules listed below it:
     template     the template's functions, routes and schedules (Globals merged)
     intrinsics   CloudFormation's intrinsic functions and parameters, with local stand-ins
     samconfig    SAM's parameter override forms and samconfig.toml
-    schedules, isolation, redis_embed, redis_server, errors: the leaves
+    schedules, isolation, redis_embed, redis_cluster, redis_server, errors: the leaves
+                 (redis_cluster: a local 3 + 3 node Redis Cluster, `python -m local.redis_cluster`)
 """
