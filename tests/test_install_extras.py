@@ -1,8 +1,9 @@
 """What `pip install '.[local]'` brings is what the emulator imports: every third-party module
 that shared/, functions/ or local/ import (at the top, in a function, or under a guard) comes
-from a distribution the project's own dependencies or its `local` extra name (or from one of
-theirs), never only from the dev extra. A module the emulator imports from the dev extra alone
-(cfn-lint was one) fails `make run` on a machine without the dev tools."""
+from a distribution the project's own dependencies or its `local` extra name (with the extras
+`local` names, and what they all require), never only from the dev extra. A module the
+emulator imports from the dev extra alone (cfn-lint was one) fails `make run` on a machine
+without the dev tools."""
 
 from __future__ import annotations
 
@@ -65,10 +66,18 @@ def _closure(names: set[str]) -> set[str]:
 
 def test_the_local_extra_brings_every_module_the_code_imports() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project.get("optional-dependencies", {})
     wanted = {_name(r) for r in project["dependencies"]}
-    for extra, requirements in project.get("optional-dependencies", {}).items():
-        if extra != "dev":
-            wanted |= {_name(r) for r in requirements}
+    todo, taken = ["local"], set()
+    while todo:  # the local extra, and any extra it names through the project itself (`name[render]`)
+        extra = todo.pop()
+        taken.add(extra)
+        for requirement in extras.get(extra, []):
+            if _name(requirement) == project["name"]:
+                todo.extend(e.strip() for e in re.search(r"\[(.*)\]", requirement).group(1).split(",")  # type: ignore[union-attr]
+                            if e.strip() not in taken)
+            else:
+                wanted.add(_name(requirement))
     # Extras asked for in a requirement (redis[hiredis]) install their own dependencies too.
     wanted |= {m.group(1).lower() for r in project["dependencies"] if (m := re.search(r"\[(\w+)\]", r))}
     installed = _closure(wanted)
