@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv run test test-fast lint bench clean
+.PHONY: venv run test test-fast lint bench clean package package-report
 
 venv: $(STAMP)
 
@@ -34,15 +34,23 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache data
+	rm -rf $(VENV) .pytest_cache .ruff_cache data build .build-cache
 
-# `sam build` calls build-<LogicalId> for every function (Metadata: BuildMethod: makefile):
-# the runtime dependencies from pyproject.toml plus the shared core, the handlers and the
-# payload schema, all under one import root.
+# Lambda folders, built for the template's Runtime and Architectures whatever runs the build
+# (deploy/package.py): the function's dependency set from pyproject.toml, the shared core, its
+# handler and the payload schema, byte-compiled; dependencies cached in .build-cache/.
+# `make package` builds every function under build/package/<LogicalId>; package-report also
+# prints sizes against the budgets (exit 1 on a miss).
+BUILD_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+
+package:
+	$(BUILD_PYTHON) -m deploy.package
+
+package-report:
+	$(BUILD_PYTHON) -m deploy.package --report
+
+# `sam build` calls build-<LogicalId> for every function (Metadata: BuildMethod: makefile).
 FUNCTIONS := EnqueueJobFunction JobStatusFunction JobArtifactFunction QueueMetricsFunction \
 	WorkerHealthFunction RenderWorkerFunction HealthProbeFunction
 $(addprefix build-,$(FUNCTIONS)):
-	$(PYTHON) -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > "$(ARTIFACTS_DIR)/requirements.txt"
-	$(PYTHON) -m pip install --quiet --target "$(ARTIFACTS_DIR)" -r "$(ARTIFACTS_DIR)/requirements.txt"
-	rm "$(ARTIFACTS_DIR)/requirements.txt"
-	cp -r shared functions schemas "$(ARTIFACTS_DIR)/"
+	$(BUILD_PYTHON) -m deploy.package --function $(@:build-%=%) --into "$(ARTIFACTS_DIR)"
