@@ -68,6 +68,8 @@ class Sizes:
     import_runs: int = 5
 
 
+BENCH_KEY = "bench-key"  # the emulator's API key (the bare baseline ignores it)
+
 FULL = Sizes()
 QUICK = Sizes(requests=300, clients=8, rounds=1, overhead_samples=200, import_runs=2)
 
@@ -91,8 +93,10 @@ def server_env(redis_url: str, data_dir: Path) -> dict[str, str]:
 def running(kind: str, env: dict[str, str]) -> Iterator[str]:
     port = harness.free_port()
     if kind == "emulator":
+        # The API key mode: a constant-time key check per request, where the template's IAM
+        # authorization would have the client sign each request and the emulator recompute it.
         command = [sys.executable, "-m", "local", "serve", "--port", str(port), "--no-worker", "--no-schedules",
-                   "--no-access-log"]
+                   "--no-access-log", "--api-key", BENCH_KEY]
     else:
         command = [sys.executable, "-m", "bench.emulator_bench", "--bare-server", str(port)]
     with harness.child_server(command, port, env, cwd=ROOT) as url:
@@ -151,7 +155,7 @@ async def _load(url: str, prefix: str, total: int, clients: int) -> float:
     async def client_loop(client: httpx.AsyncClient) -> None:
         for i in counter:
             response = await client.post("/api/preview/job", content=job_body(f"{prefix}-{i}"),
-                                         headers={"content-type": "application/json"})
+                                         headers={"content-type": "application/json", "x-api-key": BENCH_KEY})
             if response.status_code != 202:
                 failures.append(response.status_code)
 
