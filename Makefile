@@ -12,10 +12,13 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is required")'
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[local,dev]'
+	@test -x $(BIN)/python || { echo "==> creating the virtual environment in $(VENV)"; $(PYTHON) -m venv $(VENV); }
+	@echo "==> [1/2] upgrading pip"
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@echo "==> [2/2] installing the service with its local and dev extras (a minute or two on a fresh machine; pip lists each package)"
+	@$(BIN)/python -m pip install --progress-bar off -e '.[local,dev]'
 	@touch $(STAMP)
+	@echo "==> ready: $(VENV)"
 
 run: $(STAMP)
 	$(BIN)/python -m local serve $(ARGS)
