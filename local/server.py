@@ -29,6 +29,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from local import isolation
+from local.cors import CorsMiddleware, read_cors
 from local.events import BadResponse, http_event, http_response
 from local.intrinsics import API_ID
 from local.openapi import DOCS_ASSETS, build_openapi, docs_html, swagger_ui_dir
@@ -253,6 +254,9 @@ class Emulator:
         if self._swagger_ui is not None:
             routes.insert(0, Mount(DOCS_ASSETS, StaticFiles(directory=self._swagger_ui)))
         middleware = []
+        cors = read_cors(self.template.cors, f"{self.template.path}: HTTP API")
+        if cors is not None:
+            middleware.append(Middleware(CorsMiddleware, config=cors))
         if self.options.api_key:
             middleware.append(Middleware(ApiKeyGuard, key=self.options.api_key, exempt=self._exempt))
         not_found = self._not_found

@@ -40,6 +40,7 @@ class HttpRoute:
     method: str  # upper case; ANY matches every method
     path: str | None  # template syntax, `{jobId}`, `{proxy+}`; None is the `$default` route
     auth: str = "NONE"  # the route's authorizer: AWS_IAM, NONE, or the name of one the emulator does not run
+    api: str | None = None  # the HttpApi resource's logical id (None: SAM's implicit API)
 
     @property
     def route_key(self) -> str:
@@ -100,6 +101,8 @@ class Template:
     parameters: Mapping[str, Any]
     functions: Mapping[str, FunctionSpec]  # in template order
     notes: tuple[str, ...] = field(default=())  # things the emulator leaves out, worth a log line
+    # The routes' HTTP API `CorsConfiguration`, resolved (None: no CORS); see local/cors.py.
+    cors: Any = None
 
     def find(self, name: str) -> FunctionSpec | None:
         """By logical id, FunctionName or folder name (`EnqueueJobFunction` or `enqueue_job`)."""
@@ -219,7 +222,8 @@ def load_template(path: Path | str, region: str = DEFAULT_REGION,
     if not functions:
         raise TemplateError(f"{path}: invalid template: no AWS::Serverless::Function resources")
     _check_unique_routes(path, functions.values())
-    return Template(path, region, ACCOUNT_ID, parameters, functions, tuple(notes + resolver.notes))
+    cors = _cors_configuration(path, document, resources, resolver, functions.values())
+    return Template(path, region, ACCOUNT_ID, parameters, functions, tuple(notes + resolver.notes), cors)
 
 
 def _check_unique_routes(path: Path, functions: Any) -> None:
@@ -260,6 +264,29 @@ def _default_authorizers(document: dict[str, Any], resources: dict[str, Any]) ->
         if isinstance(resource, dict) and resource.get("Type") == "AWS::Serverless::HttpApi":
             found[logical_id] = default(resource.get("Properties"))
     return found
+
+
+def _cors_configuration(path: Path, document: dict[str, Any], resources: dict[str, Any], resolver: Resolver,
+                        functions: Any) -> Any:
+    """The `CorsConfiguration` of the HTTP API the routes are on (its own, else Globals.HttpApi's);
+    routes spread over APIs with different ones are refused, the emulator serving them all on one port."""
+    global_cors = ((document.get("Globals") or {}).get("HttpApi") or {}).get("CorsConfiguration")
+    found: dict[str, Any] = {}
+    for spec in functions:
+        for route in spec.routes:
+            api = route.api or ""
+            if api in found:
+                continue
+            resource = resources.get(api) if api else None
+            properties = (resource or {}).get("Properties") or {}
+            raw = properties.get("CorsConfiguration", global_cors)
+            value = resolver.resolve(raw, f"Resources.{api or 'ServerlessHttpApi'}.Properties.CorsConfiguration")
+            found[api] = None if value is NO_VALUE else value
+    distinct = {repr(v) for v in found.values()}
+    if len(distinct) > 1:
+        raise TemplateError(f"{path}: the routes' HTTP APIs have different "
+                            "CorsConfiguration blocks; the emulator serves every route on one origin")
+    return next(iter(found.values()), None)
 
 
 def _function(path: Path, logical_id: str, properties: dict[str, Any], resolver: Resolver,
@@ -310,7 +337,8 @@ def _function(path: Path, logical_id: str, properties: dict[str, Any], resolver:
         event_props = resolver.resolve(event.get("Properties") or {}, f"{where}.Events.{event_name}") \
             if isinstance(event, dict) else {}
         if kind == "HttpApi":
-            route = _route(logical_id, event_name, event_props, fail, _authorizer(event, event_props, api_auth))
+            route = _route(logical_id, event_name, event_props, fail, _authorizer(event, event_props, api_auth),
+                           _api_id(event))
             if route.auth not in ("AWS_IAM", "NONE"):
                 notes.append(f"{logical_id}.{event_name}: authorizer {route.auth} is not emulated; the route is open")
             routes.append(route)
@@ -350,22 +378,27 @@ def _authorizer(event: dict[str, Any], props: dict[str, Any], api_auth: Mapping[
     own = auth.get("Authorizer") if isinstance(auth, dict) else None
     if isinstance(own, str) and own:
         return own
+    return api_auth.get(_api_id(event), api_auth[None])
+
+
+def _api_id(event: dict[str, Any]) -> str | None:
+    """The HttpApi an event names (`ApiId: !Ref X`, read before resolution), None for the implicit one."""
     api = (event.get("Properties") or {}).get("ApiId")
-    api_id = api.get("Ref") if isinstance(api, dict) else None
-    return api_auth.get(api_id, api_auth[None])
+    return api.get("Ref") if isinstance(api, dict) else None
 
 
-def _route(function: str, event: str, props: dict[str, Any], fail: Any, auth: str) -> HttpRoute:
+def _route(function: str, event: str, props: dict[str, Any], fail: Any, auth: str,
+           api: str | None = None) -> HttpRoute:
     path, method = props.get("Path"), props.get("Method")
     if path is None and method is None:
-        return HttpRoute(function, event, "ANY", None, auth)
+        return HttpRoute(function, event, "ANY", None, auth, api)
     if not isinstance(path, str) or not path.startswith("/"):
         raise fail(f"event {event}: HttpApi Path {path!r} must start with '/'")
     if not isinstance(method, str) or not method:
         raise fail(f"event {event}: HttpApi needs a Method")
     if re.search(r"\{[^}]*\+\}.", path):
         raise fail(f"event {event}: a greedy {{name+}} parameter must end the path")
-    return HttpRoute(function, event, method.upper(), path, auth)
+    return HttpRoute(function, event, method.upper(), path, auth, api)
 
 
 def _schedule(function: str, event: str, kind: str, props: dict[str, Any], fail: Any) -> ScheduleSpec:

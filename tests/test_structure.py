@@ -141,7 +141,7 @@ def test_a_previews_file_names_live_in_the_layout_module() -> None:
 # local/ top to bottom, as local/__init__.py lists it: each module imports only those below.
 LOCAL_LAYERS = [
     "local.__main__", "local.serve", "local.reload", "local.invoke", "local.launch", "local.startup",
-    "local.preview", "local.server", "local.runtime", "local.events", "local.openapi", "local.sigv4",
+    "local.preview", "local.server", "local.cors", "local.runtime", "local.events", "local.openapi", "local.sigv4",
     "local.environment", "local.template", "local.intrinsics", "local.samconfig", "local.schedules", "local.isolation",
     "local.redis_embed", "local.redis_cluster", "local.redis_server", "local.errors",
 ]
