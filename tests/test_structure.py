@@ -1,6 +1,7 @@
 """The layout the architecture depends on, read from the code's own imports and literals:
 no import cycle in shared/ or local/ (function-level imports count), shared/ never imports
-functions/ or local/, the contract never imports what uses it, and each fact has one home."""
+functions/ or local/, the contract never imports what uses it, the client (preview_client/)
+takes only the contract from the service, and each fact has one home."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-PACKAGES = ("shared", "functions", "local")
+PACKAGES = ("shared", "functions", "local", "preview_client")
 
 
 def module_name(path: Path) -> str:
@@ -85,7 +86,7 @@ def cycles(prefix: str) -> list[list[str]]:
     return found
 
 
-@pytest.mark.parametrize("package", ["shared", "local"])
+@pytest.mark.parametrize("package", ["shared", "local", "preview_client"])
 def test_no_import_cycles(package: str) -> None:
     assert cycles(package) == []
 
@@ -93,7 +94,30 @@ def test_no_import_cycles(package: str) -> None:
 def test_the_core_never_imports_functions_or_the_emulator() -> None:
     for module, imported in GRAPH.items():
         if module.startswith("shared"):
-            assert not {m for m in imported if m.startswith(("functions", "local"))}, module
+            assert not {m for m in imported if m.startswith(("functions", "local", "preview_client"))}, module
+
+
+# preview_client/ top to bottom: each module imports only those below. Of the service it takes
+# the contract and admission's body decoding (for `preview validate`), never a handler, the
+# emulator, the queue or Redis.
+CLIENT_LAYERS = [
+    "preview_client.__main__", "preview_client", "preview_client.cli", "preview_client.verify",
+    "preview_client.offline", "preview_client.progress", "preview_client.client", "preview_client.errors",
+]
+CLIENT_TAKES = {"shared.contract", "shared.api", "shared.errors", "shared.settings"}
+
+
+def test_the_client_has_its_layers_and_takes_only_the_contract() -> None:
+    assert {m for m in MODULES if m.startswith("preview_client")} == set(CLIENT_LAYERS)
+    for high, module in enumerate(CLIENT_LAYERS):
+        for imported in GRAPH[module]:
+            if imported.startswith("preview_client"):
+                assert CLIENT_LAYERS.index(imported) > high, f"{module} imports {imported}"
+            else:
+                assert imported in CLIENT_TAKES, f"{module} imports {imported}"
+    reached = set().union(*(reach(m) for m in CLIENT_LAYERS))
+    assert not {m for m in reached if m.startswith(("functions", "local", "shared.queue", "shared.redis_client",
+                                                    "shared.wiring", "shared.worker", "shared.render"))}
 
 
 def test_the_contract_imports_nothing_that_uses_it() -> None:
