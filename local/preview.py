@@ -90,7 +90,9 @@ class PreviewExtras(Extras):
         # Only a request whose signature holds may learn that the file is missing.
         granted = await run_in_threadpool(store.file, path)
         if granted is None:
-            return message(404, "Not Found")
+            # A preview the size budget pruned says so, as the artifact route does.
+            reason = await run_in_threadpool(store.pruned_reason_for, path)
+            return message(404, reason or "Not Found")
         stat = await run_in_threadpool(os.stat, granted)
         response = FileResponse(granted, media_type=layout.content_type(granted.name), stat_result=stat,
                                 filename=granted.name, content_disposition_type="inline",

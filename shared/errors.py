@@ -58,6 +58,11 @@ class JobNotFound(PreviewError):
     code = "job_not_found"
 
 
+class ArtifactPruned(JobNotFound):
+    """The job completed, but the local store pruned its preview to stay within its size
+    budget (PREVIEW_LOCAL_STORE_MAX_MB): a 404 that says so."""
+
+
 class Conflict(PreviewError):
     status_code = 409
     code = "conflict"

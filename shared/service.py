@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from shared import contract
 from shared.artifacts import ArtifactStore, layout
-from shared.errors import JobNotCompleted, JobNotFound, StoreUnavailable
+from shared.errors import ArtifactPruned, JobNotCompleted, JobNotFound, StoreUnavailable
 from shared.models import (
     AdmitResult,
     ArtifactFile,
@@ -63,6 +63,8 @@ def job_artifact(queue: JobQueue, store: ArtifactStore, job_id: str, *, origin: 
         )
     try:
         manifest = store.read_manifest(status.projectId, job_id)
+    except ArtifactPruned:  # a 404 that says why
+        raise
     except Exception as exc:  # the store's own errors must not leak details
         logger.exception("artifact store read failed", extra={"jobId": job_id})
         raise StoreUnavailable("the artifact store is unreachable; try again shortly") from exc

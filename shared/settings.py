@@ -49,6 +49,9 @@ class Settings(BaseModel):
     artifact_bucket: Annotated[str, Field(alias="ARTIFACT_BUCKET")] = ""
     url_ttl_seconds: Annotated[int, Field(alias="PREVIEW_URL_TTL_SECONDS", ge=1, le=604_800)] = 3600
     artifact_retention_days: Annotated[int, Field(alias="PREVIEW_ARTIFACT_RETENTION_DAYS", ge=0, le=3650)] = 7
+    # The local store's size budget (its folders' disk usage); past it the oldest previews go
+    # first. 0: no budget (age alone bounds the store).
+    local_store_max_mb: Annotated[float, Field(alias="PREVIEW_LOCAL_STORE_MAX_MB", ge=0)] = 2048
     url_secret: Annotated[str, Field(alias="PREVIEW_URL_SECRET", repr=False)] = ""
     public_url: Annotated[str, Field(alias="PREVIEW_PUBLIC_URL")] = ""
     asset_dir: Annotated[Path | None, Field(alias="PREVIEW_ASSET_DIR")] = None

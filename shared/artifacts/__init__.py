@@ -30,4 +30,5 @@ def build_store(settings: Settings) -> ArtifactStore:
     """S3 when ARTIFACT_BUCKET is set, else the folder under DATA_DIR."""
     if settings.artifact_bucket:
         return S3Store(settings.artifact_bucket)
-    return LocalStore(settings.data_dir, settings.url_secret, settings.artifact_retention_days * 86_400)
+    return LocalStore(settings.data_dir, settings.url_secret, settings.artifact_retention_days * 86_400,
+                      settings.local_store_max_mb)
