@@ -54,6 +54,7 @@ BASELINE_OUT = ROOT / "build" / "bench"
 TARGET = Target("<=", 1.2)
 MEMORY_MB = "512"
 BUCKET = "preview-artifacts-bench"
+OURS, BASELINE, CONTRAST = "ours", "baseline", "+pydantic"
 
 
 @dataclass(frozen=True)
@@ -105,13 +106,13 @@ import os
 
 import redis
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
-from jsonschema import Draft7Validator
+from jsonschema import Draft7Validator, FormatChecker
 
 app = APIGatewayHttpResolver()
 client = redis.Redis.from_url(os.environ["REDIS_URL"], decode_responses=True, socket_timeout=0.75)
 PREFIX = "pq:{" + os.environ.get("PREVIEW_QUEUE_NAME", "preview-jobs") + "}:job:"
 with open(os.path.join(os.path.dirname(__file__), "preview-job.schema.json")) as handle:
-    validator = Draft7Validator(json.load(handle))
+    validator = Draft7Validator(json.load(handle), format_checker=FormatChecker())
 
 
 @app.post("/api/preview/job")
@@ -127,6 +128,30 @@ def enqueue() -> Response:
 
 def handler(event, context):
     return app.resolve(event, context)
+'''
+
+# For contrast, not held to a target: the same baseline that also reads its configuration into
+# a pydantic model first (as shared/settings.py does), the least any handler built on
+# pydantic models pays.
+WITH_PYDANTIC = '''\
+import os
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    redis_url: str = Field(alias="REDIS_URL", pattern="^(redis|rediss|unix)://")
+    queue_name: str = Field("preview-jobs", alias="PREVIEW_QUEUE_NAME", pattern="^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")
+    queue_max: int = Field(20, alias="PREVIEW_QUEUE_MAX", ge=1)
+    lease_ms: int = Field(30000, alias="PREVIEW_LEASE_MS", ge=1000)
+    log_level: str = Field("INFO", alias="LOG_LEVEL")
+
+
+config = Config.model_validate(dict(os.environ))
+
+from baseline_handler import handler  # noqa: E402
 '''
 
 CASES = (
@@ -231,8 +256,9 @@ def interpreter_sys_path(python: str, task_root: Path) -> list[str]:
 # --------------------------------------------------------------------------- the folders
 
 
-def build_sides(cases: Sequence[Case], python: str, log: Callable[[str], None]) -> dict[str, tuple[Side, Side]]:
-    """Package the functions (cached: seconds when nothing changed) and the baselines beside them."""
+def build_sides(cases: Sequence[Case], python: str, log: Callable[[str], None]) -> dict[str, list[Side]]:
+    """Package the functions (cached: seconds when nothing changed) and the baselines beside
+    them; per function: ours, the baseline, the baseline with pydantic."""
     from deploy import package
 
     built = {b.plan.logical_id: b for b in package.build([c.function for c in cases], python=python,
@@ -247,10 +273,12 @@ def build_sides(cases: Sequence[Case], python: str, log: Callable[[str], None]) 
         # The same dependency tree, byte-compiled by the same interpreter (the cache's site).
         shutil.copytree(ours.site.path, folder, ignore=shutil.ignore_patterns(".build-info.json"))
         (folder / "baseline_handler.py").write_text(case.baseline)
+        (folder / "with_pydantic.py").write_text(WITH_PYDANTIC)
         shutil.copy2(ROOT / "schemas" / "preview-job.schema.json", folder / "preview-job.schema.json")
-        package.compile_tree(python, folder, ("baseline_handler.py",))
-        sides[case.function] = (Side("ours", ours.path, ours.plan.handler),
-                                Side("baseline", folder, "baseline_handler.handler"))
+        package.compile_tree(python, folder, ("baseline_handler.py", "with_pydantic.py"))
+        sides[case.function] = [Side(OURS, ours.path, ours.plan.handler),
+                                Side(BASELINE, folder, "baseline_handler.handler"),
+                                Side(CONTRAST, folder, "with_pydantic.handler")]
     return sides
 
 
@@ -289,54 +317,67 @@ class Result:
     def median(self, side: str) -> float:
         return statistics.median(self.seconds[side])
 
-    @property
-    def ratio(self) -> float:
-        return self.median("ours") / self.median("baseline")
+    def ratio(self, side: str = OURS) -> float:
+        return self.median(side) / self.median(BASELINE)
 
 
-def measure(python: str, sides: dict[str, tuple[Side, Side]], cases: Sequence[Case], redis_url: str, rounds: int,
+def measure(python: str, sides: dict[str, list[Side]], cases: Sequence[Case], redis_url: str, rounds: int,
             log: Callable[[str], None]) -> list[Result]:
     from deploy.package import plans
 
     environments = {p.logical_id: dict(p.environment) for p in plans()}
     results = []
     for case in cases:
-        ours, baseline = sides[case.function]
+        contenders = sides[case.function]
         envs = {side.name: lambda_env(case.function, side.task_root, side.handler, environments[case.function],
-                                      redis_url) for side in (ours, baseline)}
-        for side in (ours, baseline):  # one untimed run each: the files in the page cache, answers checked
+                                      redis_url) for side in contenders}
+
+        def run(side: Side, case: Case = case, envs: dict[str, dict[str, str]] = envs) -> float:
             seed(redis_url, case)
-            _, response = first_answer(python, side, case.event_path, envs[side.name])
+            elapsed, response = first_answer(python, side, case.event_path, envs[side.name])
             if response.get("statusCode") != case.status:
                 raise RuntimeError(f"{case.function} {side.name} answered {response.get('statusCode')}, expected "
                                    f"{case.status}: {str(response.get('body'))[:300]}")
-        seconds: dict[str, list[float]] = {"ours": [], "baseline": []}
+            return elapsed
+
+        for side in contenders:  # one untimed run each: the files in the page cache, the answers checked
+            run(side)
+        seconds: dict[str, list[float]] = {side.name: [] for side in contenders}
+        log(f"  {case.function}, first request {case.fixture} (ms):")
         for round_ in range(rounds):
-            order = (ours, baseline) if round_ % 2 == 0 else (baseline, ours)
-            for side in order:
-                seed(redis_url, case)
-                elapsed, response = first_answer(python, side, case.event_path, envs[side.name])
-                if response.get("statusCode") != case.status:
-                    raise RuntimeError(f"{case.function} {side.name} answered {response.get('statusCode')}")
-                seconds[side.name].append(elapsed)
-            log(f"    round {round_ + 1:>2}: ours {seconds['ours'][-1] * 1000:6.1f} ms, "
-                f"baseline {seconds['baseline'][-1] * 1000:6.1f} ms")
+            shift = round_ % len(contenders)  # each side first, middle and last in turn
+            for side in contenders[shift:] + contenders[:shift]:
+                seconds[side.name].append(run(side))
+            log(f"    round {round_ + 1:>2}: " + ", ".join(f"{side.name} {seconds[side.name][-1] * 1000:5.0f}"
+                                                        for side in contenders))
         results.append(Result(case, seconds))
     return results
+
+
+LABELS = {OURS: "packaged handler", BASELINE: "hand-written baseline",
+          CONTRAST: "baseline + a pydantic settings model (contrast)"}
 
 
 def figures(results: Sequence[Result]) -> list[Figure]:
     rows = []
     for result in results:
         name = result.case.function
-        for side in ("ours", "baseline"):
-            values = result.seconds[side]
-            label = "packaged handler" if side == "ours" else "hand-written baseline"
-            rows.append(Figure(f"{name} first answer, {label} (median, min-max)",
+        for side, values in result.seconds.items():
+            rows.append(Figure(f"{name}: {LABELS[side]}, median (min-max)",
                                f"{statistics.median(values) * 1000:.0f} ms ({min(values) * 1000:.0f}-"
                                f"{max(values) * 1000:.0f})"))
-        rows.append(Figure.checked(f"{name} cold start / baseline", f"{result.ratio:.2f}x", result.ratio, TARGET))
+        rows.append(Figure(f"{name}: baseline + pydantic / baseline (contrast)", f"{result.ratio(CONTRAST):.2f}x"))
+        rows.append(Figure.checked(f"{name}: packaged / baseline, first answer", f"{result.ratio():.2f}x",
+                                   result.ratio(), TARGET))
     return rows
+
+
+def run(cases: Sequence[Case], rounds: int, python: str, redis_url: str,
+        log: Callable[[str], None] = harness.progress) -> list[Result]:
+    """Build both sides of each case and time their first answers."""
+    sides = build_sides(cases, python, log)
+    log(f"  sys.path of a run: {interpreter_sys_path(python, sides[cases[0].function][0].task_root)}")
+    return measure(python, sides, cases, redis_url, rounds, log)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -360,21 +401,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cold start bench: {target}, interpreter {python}; private Redis on 127.0.0.1:{lab.port}; "
               f"{rounds} interleaved rounds per function; {harness.cpu_count()} CPUs, load average "
               f"{harness.load_average():.2f}", flush=True)
-        step = harness.StepLog()
-        step("building the packages and the baselines")
         try:
-            sides = build_sides(cases, python, harness.progress)
+            results = run(cases, rounds, python, lab.url)
         except package.BuildError as exc:
             print(f"cold start bench: cannot run: {exc}")
             return 2
-        ours, _ = sides[cases[0].function]
-        path = interpreter_sys_path(python, ours.task_root)
-        print(f"  sys.path of a run: {path}", flush=True)
-        step("first answers, ours and the baseline in turn")
-        results = measure(python, sides, cases, lab.url, rounds, harness.progress)
-        print()
-        print(harness.figures_table(figures(results)))
-    return harness.exit_status(figure.passed for figure in figures(results))
+        print(f"\nload average after: {harness.load_average():.2f}")
+        table = figures(results)
+        print(harness.figures_table(table))
+    return harness.exit_status(figure.passed for figure in table)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,8 @@
    function, shared.service.enqueue; target: the emulator reaches at least 0.6x.
 2. Per-request overhead: the emulator's ASGI app in-process (event building, thread hop,
    response conversion) against a direct handler(event, context) call; target p50 <= 1 ms.
-3. Cold import: each HTTP handler module in a fresh interpreter, with the variables the Lambda
-   runtime sets, against a minimal Powertools resolver handler; target <= 1.2x. For contrast,
-   the same minimal handler that also imports redis-py and pydantic (the libraries the core is
-   built on, so the least any handler of this service can load).
+
+Cold starts are bench.cold_start's: the packaged functions under the runtime's interpreter.
 
 Everything runs against a private Redis on a free loopback port; the worker and the enqueue
 kick are off on both sides, so both do exactly the admission work.
@@ -38,25 +36,8 @@ ROOT = harness.REPO_ROOT
 TEMPLATE = ROOT / "template.yaml"
 STATUS_ROUTE = "GET /api/preview/job/{jobId}/status"
 
-MINIMAL_HANDLER = '''\
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
-
-app = APIGatewayHttpResolver()
-
-
-@app.get("/hello/<name>")
-def hello(name: str) -> dict:
-    return {"hello": name}
-
-
-def handler(event, context):
-    return app.resolve(event, context)
-'''
-
-
 THROUGHPUT_TARGET = Target(">=", 0.6)  # emulator over bare route, enqueues per second
 OVERHEAD_TARGET = Target("<=", 1.0, "ms")  # p50 per request, emulator app over a direct call
-COLD_IMPORT_TARGET = Target("<=", 1.2)  # each HTTP handler module over the minimal handler
 
 
 @dataclass(frozen=True)
@@ -65,13 +46,12 @@ class Sizes:
     clients: int = 16
     rounds: int = 2
     overhead_samples: int = 2000
-    import_runs: int = 5
 
 
 BENCH_KEY = "bench-key"  # the emulator's API key (the bare baseline ignores it)
 
 FULL = Sizes()
-QUICK = Sizes(requests=300, clients=8, rounds=1, overhead_samples=200, import_runs=2)
+QUICK = Sizes(requests=300, clients=8, rounds=1, overhead_samples=200)
 
 
 # --------------------------------------------------------------------------- servers
@@ -266,48 +246,6 @@ def overhead(redis_url: str, data_dir: Path, samples: int) -> dict[str, float]:
     return measured
 
 
-# --------------------------------------------------------------------------- cold import
-
-
-# What the Lambda runtime sets before it imports a handler (observability reads them).
-LAMBDA_ENV = {"AWS_EXECUTION_ENV": "AWS_Lambda_python3.12", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
-              "AWS_REGION": "us-east-1"}
-LIBRARIES_FLOOR = "import minimal_handler, redis, pydantic\nclass Probe(pydantic.BaseModel):\n    n: int\n"
-
-
-def import_seconds(code: str, runs: int, function_name: str, extra_path: str | None = None) -> float:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREVIEW_", "REDIS_"))}
-    env.update(LAMBDA_ENV, AWS_LAMBDA_FUNCTION_NAME=function_name)
-    if extra_path:
-        env["PYTHONPATH"] = extra_path + os.pathsep + env.get("PYTHONPATH", "")
-
-    def interpreter() -> None:
-        subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    # The first run compiles bytecode, which no cold start after a deployment pays.
-    return statistics.median(harness.wall_times(runs, interpreter, warmup=1))
-
-
-def cold_imports(runs: int, tmp: Path) -> list[Figure]:
-    from local.template import load_template
-
-    (tmp / "minimal_handler.py").write_text(MINIMAL_HANDLER)
-    baseline = import_seconds("import minimal_handler", runs, "minimal", str(tmp))
-    floor = import_seconds(LIBRARIES_FLOOR, runs, "minimal", str(tmp))
-    figures = [Figure("cold import, minimal Powertools resolver handler", f"{baseline * 1000:.0f} ms"),
-               Figure("cold import, the same + redis-py + pydantic (contrast)",
-                      f"{floor * 1000:.0f} ms = {floor / baseline:.2f}x")]
-    for spec in load_template(TEMPLATE).functions.values():
-        if not spec.routes:
-            continue
-        seconds = import_seconds(f"import {spec.module}", runs, spec.name)
-        ratio = seconds / baseline
-        figures.append(Figure.checked(f"cold import {spec.module}", f"{seconds * 1000:.0f} ms = {ratio:.2f}x", ratio,
-                                      COLD_IMPORT_TARGET))
-    return figures
-
-
 def main(argv: list[str] | None = None) -> int:
     """Exit status 0 when every target is met, 1 when one is missed."""
     parser = harness.argument_parser("bench.emulator_bench", __doc__,
@@ -345,8 +283,6 @@ def main(argv: list[str] | None = None) -> int:
             Figure.checked("per-request overhead of the emulator (p50)", f"{measured['overhead_p50_ms']:.3f} ms",
                            measured["overhead_p50_ms"], OVERHEAD_TARGET),
         ]
-        log_step(f"cold imports, median of {sizes.import_runs} runs each")
-        figures += cold_imports(sizes.import_runs, lab.tmp)
         print()
         print(harness.figures_table(figures))
     return harness.exit_status(figure.passed for figure in figures)

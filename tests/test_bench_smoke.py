@@ -1,4 +1,5 @@
-"""The queue and render benches run end to end with tiny sizes and yield numbers (no timing assertions)."""
+"""The queue, render and cold start benches run end to end with tiny sizes and yield numbers (no timing
+assertions)."""
 
 from __future__ import annotations
 
@@ -52,3 +53,24 @@ def test_render_bench_produces_numbers(tmp_path: Path) -> None:
         assert [f.target for f in render_bench.ratio_figures(results)] == [render_bench.TARGET] * 2
     table = render_bench.format_table(results)
     assert "ours (PyAV)" in table and (ffmpeg is None or "ffmpeg CLI" in table)
+
+
+@pytest.mark.process
+@pytest.mark.slow
+def test_cold_start_bench_produces_numbers(redis_url: str) -> None:
+    """One round of the status function: the packaged handler, the baseline and the contrast
+    each answer the fixture in a fresh python3.12 process (skipped without one)."""
+    from bench import cold_start
+    from deploy import package
+
+    python = package.find_interpreter(package.plans()[0].target)
+    if python is None:
+        pytest.skip("no Python 3.12 interpreter (pyenv's or python3.12 on PATH) to run the packaged functions")
+    cases = [c for c in cold_start.CASES if c.function == "JobStatusFunction"]
+    [result] = cold_start.run(cases, 1, python, redis_url, log=lambda _line: None)
+
+    assert set(result.seconds) == {cold_start.OURS, cold_start.BASELINE, cold_start.CONTRAST}
+    assert all(len(values) == 1 and values[0] > 0 for values in result.seconds.values()), result.seconds
+    rows = cold_start.figures([result])
+    assert [row.target for row in rows if row.target] == [cold_start.TARGET]
+    assert "packaged / baseline" in cold_start.harness.figures_table(rows)

@@ -4,7 +4,6 @@ one step (Linux `renameat2(RENAME_EXCHANGE)`), and an exclusive lock between pro
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import functools
@@ -43,6 +42,8 @@ _AT_FDCWD = -100
 
 @functools.cache
 def _renameat2() -> Any:
+    import ctypes  # here: only publishing a local preview needs it, not a function's cold start
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         function = libc.renameat2
@@ -62,6 +63,8 @@ def exchange(a: Path, b: Path) -> bool:
         return False
     if function(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
         return True
+    import ctypes
+
     code = ctypes.get_errno()
     if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
         return False
