@@ -8,7 +8,7 @@ import time
 from datetime import UTC
 from typing import Any, Protocol
 
-from shared import contract
+from shared import contract, disk
 from shared.artifacts import ArtifactStore, layout
 from shared.errors import ArtifactPruned, JobNotCompleted, JobNotFound, StoreUnavailable
 from shared.models import (
@@ -24,7 +24,7 @@ from shared.models import (
     iso_ms,
     utc_now_iso,
 )
-from shared.observability import logger, record_health, record_job, record_queue_counts
+from shared.observability import in_lambda, logger, record_health, record_job, record_queue_counts
 from shared.queue import JobQueue
 from shared.settings import Settings, mask_url
 
@@ -94,8 +94,10 @@ def queue_metrics(queue: JobQueue) -> QueueCounts:
 
 
 def health(queue: JobQueue, settings: Settings) -> HealthReport:
-    """Redis reachable, backlog not stuck, a worker seen recently."""
+    """Redis reachable, backlog not stuck, a worker seen recently, room on the disk."""
     url = mask_url(settings.redis_url)
+    # Inside Lambda, DATA_DIR is this function's own /tmp, not the worker's: nothing to tell.
+    low_disk = None if in_lambda() else disk.shortage(settings)
     try:
         counts = queue.counts()
         oldest = queue.oldest_waiting_ms()
@@ -107,7 +109,7 @@ def health(queue: JobQueue, settings: Settings) -> HealthReport:
             timestamp=utc_now_iso(),
             redis=RedisHealth(status="disconnected", url=url, error=exc.message),
             queue={"name": settings.queue_name},
-            problems=["redis unreachable"],
+            problems=["redis unreachable", *([low_disk] if low_disk else [])],
         )
     record_queue_counts(counts)
     problems = []
@@ -117,6 +119,8 @@ def health(queue: JobQueue, settings: Settings) -> HealthReport:
         problems.append(f"oldest waiting job is {oldest_age:.0f} s old (limit {settings.max_wait_seconds} s)")
     if recent == 0:
         problems.append(f"no worker heartbeat in the last {settings.worker_stale_seconds} s")
+    if low_disk:
+        problems.append(f"{low_disk}: the worker claims no job")
     return HealthReport(
         status="unhealthy" if problems else "healthy",
         timestamp=utc_now_iso(),

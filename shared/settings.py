@@ -52,6 +52,9 @@ class Settings(BaseModel):
     # The local store's size budget (its folders' disk usage); past it the oldest previews go
     # first. 0: no budget (age alone bounds the store).
     local_store_max_mb: Annotated[float, Field(alias="PREVIEW_LOCAL_STORE_MAX_MB", ge=0)] = 2048
+    # Below this much free space on DATA_DIR's disk the worker claims no job and health says so.
+    # 0: no floor.
+    min_free_disk_mb: Annotated[float, Field(alias="PREVIEW_MIN_FREE_DISK_MB", ge=0)] = 500
     url_secret: Annotated[str, Field(alias="PREVIEW_URL_SECRET", repr=False)] = ""
     public_url: Annotated[str, Field(alias="PREVIEW_PUBLIC_URL")] = ""
     asset_dir: Annotated[Path | None, Field(alias="PREVIEW_ASSET_DIR")] = None

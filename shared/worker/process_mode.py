@@ -8,6 +8,7 @@ import contextlib
 import threading
 import time
 
+from shared.disk import DiskGate
 from shared.errors import StoreUnavailable
 from shared.observability import logger, record_failure
 from shared.worker.core import WorkerCore
@@ -20,7 +21,8 @@ def run(worker: WorkerCore, concurrency: int) -> None:
     settings = worker.settings
     with contextlib.suppress(OSError):
         worker.scratch.sweep()
-    threads = [threading.Thread(target=_job_loop, args=(worker,), name=f"job-loop-{i}", daemon=True)
+    gate = DiskGate(settings)  # one for all the loops: one check per second, one log line per change
+    threads = [threading.Thread(target=_job_loop, args=(worker, gate), name=f"job-loop-{i}", daemon=True)
                for i in range(concurrency)]
     for thread in threads:
         thread.start()
@@ -45,10 +47,13 @@ def run(worker: WorkerCore, concurrency: int) -> None:
     logger.info("worker stopped", extra={"workerId": worker.worker_id, "outcomes": dict(worker.outcomes)})
 
 
-def _job_loop(worker: WorkerCore) -> None:
+def _job_loop(worker: WorkerCore, gate: DiskGate) -> None:
     with worker.scratch.for_loop():
         while not worker.stop_event.is_set():
             try:
+                if gate.blocked():  # below the free-disk floor: leave the jobs queued
+                    worker.stop_event.wait(IDLE_WAIT_S)
+                    continue
                 claim = worker.queue.claim()
                 if claim.job is not None:
                     worker.process(claim.job)
