@@ -109,15 +109,23 @@ def _load_responses(root: Path, names: _Names) -> tuple[dict[str, Any], dict[str
     return routes, bodies
 
 
-def _examples(root: Path, template: Template, route: HttpRoute, schema: dict[str, Any] | None) -> dict[str, Any]:
+def _examples(root: Path, template: Template, route: HttpRoute, schema: dict[str, Any] | None,
+              expected: dict[str, Any]) -> dict[str, Any]:
     """Request bodies of the route's fixtures that the payload schema accepts (the fixtures
-    of refused payloads would be poor examples)."""
+    of refused payloads would be poor examples), each with a summary of what it does
+    (events/expected.json): those that need no earlier request first, so the default example
+    does on its own what its summary says."""
     import jsonschema
 
     spec = template.functions[route.function]
     validator = jsonschema.Draft7Validator(schema) if schema else None
     examples: dict[str, Any] = {}
-    for path in sorted((root / "events" / spec.folder).glob("*.json")):
+
+    def order(path: Path) -> tuple[int, int, str]:  # standalone first, then by status
+        outcome = expected.get(f"{spec.folder}/{path.stem}") or {}
+        return 1 if outcome.get("given") else 0, int(outcome.get("status") or 999), path.stem
+
+    for path in sorted((root / "events" / spec.folder).glob("*.json"), key=order):
         try:
             event = json.loads(path.read_text())
         except ValueError:
@@ -132,7 +140,10 @@ def _examples(root: Path, template: Template, route: HttpRoute, schema: dict[str
         except ValueError:
             continue
         if validator is None or validator.is_valid(value):
-            examples[path.stem] = {"value": value}
+            outcome = expected.get(f"{spec.folder}/{path.stem}") or {}
+            status = outcome.get("status")
+            summary = outcome.get("summary") or path.stem
+            examples[path.stem] = {"summary": f"{summary} ({status})" if status else summary, "value": value}
     return examples
 
 
@@ -213,7 +224,7 @@ def build_openapi(template: Template, *, protected: set[str] | None = None, sche
             operation["parameters"] = _parameters(route.path)
         if route.method in _BODY_METHODS and payload:
             media: dict[str, Any] = {"schema": {"$ref": COMPONENTS + payload}}
-            examples = _examples(root, template, route, _read(payload_file) if payload_file else None)
+            examples = _examples(root, template, route, _read(payload_file) if payload_file else None, expected)
             if examples:
                 media["examples"] = examples
             operation["requestBody"] = {"required": True, "content": {"application/json": media}}
@@ -248,7 +259,10 @@ def build_openapi(template: Template, *, protected: set[str] | None = None, sche
         # How API Gateway itself exports an IAM-authorized API.
         document["components"]["securitySchemes"] = {
             "sigv4": {"type": "apiKey", "in": "header", "name": "Authorization",
-                      "x-amazon-apigateway-authtype": "awsSigv4"},
+                      "x-amazon-apigateway-authtype": "awsSigv4",
+                      "description": "AWS Signature Version 4 (service execute-api). On the emulator's "
+                                     "/docs page, enter ACCESS_KEY_ID:SECRET_ACCESS_KEY (the emulator's "
+                                     "local credentials): the page signs each request with them."},
         }
     elif protected is not None:
         document["components"]["securitySchemes"] = {
@@ -341,22 +355,34 @@ def response_problems(document: dict[str, Any], method: str, path: str, status: 
 
 
 DOCS_ASSETS = "/docs/assets"
+DOCS_SIGNER = "/docs/sigv4.js"
 CDN = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5"
+SIGNER_FILE = Path(__file__).with_name("docs_sigv4.js")
 
 
 def swagger_ui_dir() -> Path | None:
-    """The Swagger UI files the `swagger-ui-bundle` package ships (so /docs works offline)."""
-    try:
-        import swagger_ui_bundle  # type: ignore[import-untyped]
-    except ImportError:
-        return None
-    folder = Path(swagger_ui_bundle.swagger_ui_path)
-    return folder if (folder / "swagger-ui-bundle.js").is_file() else None
+    """The Swagger UI files (5.x, which renders OpenAPI 3.1) that the `swagger-ui-py` package
+    ships, so /docs works offline. Found without importing the package, which would pull in
+    its template engine for nothing."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("swagger_ui")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        folder = Path(location) / "static"
+        if (folder / "swagger-ui-bundle.js").is_file():
+            return folder
+    return None
 
 
-def docs_html(local_assets: bool) -> str:
-    """The Swagger UI page: its scripts from the installed bundle, else from a CDN."""
+def docs_html(local_assets: bool, *, sigv4_region: str | None = None) -> str:
+    """The Swagger UI page: its scripts from the installed bundle, else from a CDN. With
+    `sigv4_region`, "Try it out" signs each request in the page (docs_sigv4.js) with the
+    access key and secret typed into the Authorize dialog; nothing leaves the page but the
+    signature."""
     base = DOCS_ASSETS if local_assets else CDN
+    signer = f'<script src="{DOCS_SIGNER}"></script>' if sigv4_region else ""
+    interceptor = (f"requestInterceptor: (request) => window.previewSigV4.sign(request, {json.dumps(sigv4_region)}),"
+                   if sigv4_region else "")
     return f"""<!doctype html>
 <html lang="en">
 <head>
@@ -369,8 +395,10 @@ def docs_html(local_assets: bool) -> str:
   <noscript>The interactive docs need JavaScript; the document itself is at
     <a href="/openapi.json">/openapi.json</a>.</noscript>
   <script src="{base}/swagger-ui-bundle.js" crossorigin></script>
+  {signer}
   <script>
-    window.ui = SwaggerUIBundle({{url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true}});
+    window.ui = SwaggerUIBundle({{url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true,
+      persistAuthorization: true, {interceptor}}});
   </script>
 </body>
 </html>

@@ -32,7 +32,7 @@ from local import isolation
 from local.cors import CorsMiddleware, read_cors
 from local.events import BadResponse, http_event, http_response
 from local.intrinsics import API_ID
-from local.openapi import DOCS_ASSETS, build_openapi, docs_html, swagger_ui_dir
+from local.openapi import DOCS_ASSETS, DOCS_SIGNER, SIGNER_FILE, build_openapi, docs_html, swagger_ui_dir
 from local.runtime import FunctionRuntime, HandlerFailed
 from local.schedules import Scheduler
 from local.sigv4 import Refusal, SigV4Verifier
@@ -248,6 +248,7 @@ class Emulator:
             *self.extras.routes(),
             Route("/openapi.json", self.openapi, methods=["GET"]),
             Route("/docs", self.docs, methods=["GET"]),
+            Route(DOCS_SIGNER, self.docs_signer, methods=["GET"]),
             Route("/_emulator/schedules", self.list_schedules, methods=["GET"]),
             Route("/_emulator/schedules/{function}/fire", self.fire_schedule, methods=["POST"]),
         ]
@@ -267,7 +268,7 @@ class Emulator:
 
     def _exempt(self, method: str, path: str) -> bool:
         # Docs carry no data.
-        return (path in self._open_paths or path in ("/docs", "/openapi.json") or self.extras.is_open(path)
+        return (path in self._open_paths or path in ("/docs", "/openapi.json", DOCS_SIGNER) or self.extras.is_open(path)
                 or (self._swagger_ui is not None and path.startswith(DOCS_ASSETS + "/")))
 
     async def _not_found(self, request: Request, exc: Exception) -> RawResponse:
@@ -369,7 +370,11 @@ class Emulator:
         return JSONResponse(build_openapi(self.template, protected=protected, scheme=scheme))
 
     async def docs(self, request: Request) -> Response:
-        return HTMLResponse(docs_html(local_assets=self._swagger_ui is not None))
+        region = self._iam.region if self._iam is not None else None
+        return HTMLResponse(docs_html(local_assets=self._swagger_ui is not None, sigv4_region=region))
+
+    async def docs_signer(self, request: Request) -> Response:
+        return Response(SIGNER_FILE.read_bytes(), media_type="text/javascript")
 
     async def list_schedules(self, request: Request) -> Response:
         refused = await self._emulator_route_refused(request)
