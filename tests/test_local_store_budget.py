@@ -102,6 +102,8 @@ def test_a_preview_larger_than_the_budget_is_kept_alone(tmp_path: Path) -> None:
     assert sorted(folders(store)) == ["proj/big"]  # the one just published is never the victim
     with pytest.raises(ArtifactPruned):
         store.read_manifest("proj", "small")
+    store.prune()  # nor is the newest one when the hourly walk holds the budget again
+    assert sorted(folders(store)) == ["proj/big"]
 
 
 def test_an_existing_store_is_indexed_once_and_pruned_by_age(tmp_path: Path) -> None:

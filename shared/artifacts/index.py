@@ -138,6 +138,11 @@ class StoreIndex:
             "SELECT project, job, bytes, published FROM previews ORDER BY published LIMIT ?", (limit,))
         return [Entry(*row) for row in rows]
 
+    def newest(self) -> Entry | None:
+        row = self._connection().execute(
+            "SELECT project, job, bytes, published FROM previews ORDER BY published DESC LIMIT 1").fetchone()
+        return Entry(*row) if row else None
+
     def get(self, project: str, job: str) -> Entry | None:
         row = self._connection().execute(
             "SELECT project, job, bytes, published FROM previews WHERE project = ? AND job = ?",

@@ -145,11 +145,14 @@ class LocalStore:
                     yield Entry(project_dir.name, entry.name, disk_usage(entry), published)
 
     def enforce_budget(self, keep: tuple[str, str] | None = None) -> list[str]:
-        """Delete the oldest previews (never `keep`, the one just published) until the index's
-        total is within the budget. Returns `project/job` of each preview deleted."""
+        """Delete the oldest previews (never `keep`, the one just published, by default the
+        newest) until the index's total is within the budget. Returns `project/job` of each
+        preview deleted."""
         from shared.artifacts.index import Tombstone
 
         removed: list[str] = []
+        if keep is None and (newest := self.index.newest()) is not None:
+            keep = (newest.project, newest.job)
         passed: set[tuple[str, str]] = {keep} if keep else set()
         while self.max_bytes:
             total, _ = self.index.total()
