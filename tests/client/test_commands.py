@@ -84,7 +84,8 @@ def test_a_file_changed_after_publication_is_caught(keyed: Emulator, tmp_path: P
     assert_exit(preview(keyed_args(keyed, "enqueue", str(job), "--wait"), env), 0)
     published = data_dir(keyed) / "previews" / "proj-mobius-123" / "client-tampered" / "preview.json"
     original = published.read_bytes()
-    published.write_bytes(original.replace(b"}", b" }", 1))  # what a disk or a proxy might do
+    changed = original[:20] + (b"X" if original[20:21] != b"X" else b"Y") + original[21:]
+    published.write_bytes(changed)  # one byte, the size unchanged: only the digest tells
     out = tmp_path / "out"
     result = preview(keyed_args(keyed, "artifact", "client-tampered", "--download", str(out)), env)
     assert_exit(result, 1)
