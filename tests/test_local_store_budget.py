@@ -134,10 +134,12 @@ def test_the_hourly_walk_reconciles_the_index_with_the_folders(tmp_path: Path) -
     shutil.rmtree(store.job_dir("proj", "job-1"))
     stray = store.job_dir("proj", "stray")
     shutil.copytree(store.job_dir("proj", "job-2"), stray)
-    old = time.time() - 2 * 3600
+    (stray / "preview.json").write_text("x" * 10_000)  # not the size of the one deleted
+    old = time.time() - 2 * 3600  # older than a publish in progress could be
     os.utime(stray / "container.json", (old, old))
-    assert store.usage()[1] == 4
+    assert sorted(f"{e.project}/{e.job}" for e in store.index.all()) == [f"proj/job-{n}" for n in range(4)]
     store.prune()
+    assert sorted(f"{e.project}/{e.job}" for e in store.index.all()) == sorted(folders(store))
     assert store.usage() == (sum(folders(store).values()), 4)
     assert store.pruned_reason("proj", "job-1") is None  # deleted, not pruned by the budget
 
