@@ -67,6 +67,11 @@ class Settings(BaseModel):
     render_ms_per_video_second: Annotated[
         int, Field(alias="PREVIEW_RENDER_MS_PER_VIDEO_SECOND", ge=1, le=600_000)
     ] = 500
+    # The most any render may take, whatever its length (each job's own deadline comes from its
+    # planned length and size, see shared/worker/deadline.py); past it the job is failed.
+    render_deadline_seconds: Annotated[
+        int, Field(alias="PREVIEW_RENDER_DEADLINE_SECONDS", ge=1, le=86_400)
+    ] = 900
     shutdown_grace_seconds: Annotated[int, Field(alias="PREVIEW_SHUTDOWN_GRACE_SECONDS", ge=0, le=3600)] = 20
     metrics_port: Annotated[int, Field(alias="PREVIEW_METRICS_PORT", ge=0, le=65535)] = 9102
     # Empty: every interface.

@@ -12,6 +12,7 @@ import sys
 from shared import wiring
 from shared.errors import ConfigError
 from shared.observability import logger
+from shared.worker.process_mode import leave
 
 
 def main() -> int:
@@ -36,10 +37,11 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        worker.run_forever()
+        # Not 0 when renders got stuck past their deadlines: the supervisor starts a fresh one.
+        code = worker.run_forever()
     finally:
         wiring.reset()
-    return 0
+    return leave(worker, code)
 
 
 if __name__ == "__main__":

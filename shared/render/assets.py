@@ -13,6 +13,7 @@ import math
 import os
 import stat
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,12 @@ from shared.settings import Settings
 
 # Decoders Pillow may use: common web formats only, to keep the parsing surface small.
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP")
+# An S3 read is bounded in time so that a slow or hung connection ends well within the render's
+# deadline: the client's own timeouts bound each attempt's connect and each socket read
+# (`shared.aws`: 3 attempts of 5 + 30 s at most), and the body is read in chunks within this
+# (or PREVIEW_RENDER_DEADLINE_SECONDS when lower): ~165 s in all, under the deadline's floor.
+S3_BODY_SECONDS = 60.0
+S3_CHUNK_BYTES = 64 * 1024
 
 
 class AssetLoader:
@@ -92,7 +99,7 @@ class AssetLoader:
                 if int(response.get("ContentLength") or 0) > MAX_ASSET_BYTES:
                     raise InvalidAsset(
                         f"asset {asset.id!r} is larger than {MAX_ASSET_BYTES // (1024 * 1024)} MB")
-                data: bytes = body.read(MAX_ASSET_BYTES + 1)
+                data = self._read_body(asset, body)
             finally:
                 body.close()
         except (BotoCoreError, ClientError, OSError) as exc:
@@ -107,6 +114,21 @@ class AssetLoader:
                 raise InvalidAsset(f"asset {asset.id!r}: access to s3://{bucket}/{key} is denied") from exc
             raise InvalidAsset(f"asset {asset.id!r}: cannot read s3://{bucket}/{key} ({detail})") from exc
         return data
+
+    def _read_body(self, asset: Asset, body: Any) -> bytes:
+        limit = min(S3_BODY_SECONDS, self.settings.render_deadline_seconds)
+        ends = time.monotonic() + limit
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_ASSET_BYTES:
+            chunk: bytes = body.read(S3_CHUNK_BYTES)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if time.monotonic() > ends:
+                raise TransientRenderError(f"asset {asset.id!r}: reading it from S3 took over {limit:g} s")
+        return b"".join(chunks)
 
     def _read_local(self, asset: Asset, source: AssetSource) -> bytes:
         root = self.settings.assets_root

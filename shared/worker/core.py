@@ -8,6 +8,7 @@ import socket
 import threading
 import uuid
 from collections import Counter
+from collections.abc import Callable
 
 from shared import service
 from shared.models import JobOutcome
@@ -33,15 +34,34 @@ class WorkerCore:
         self.scratch = Scratch(settings.data_dir, self.worker_id)
         self.runner = JobRunner(settings, queue, store, LeaseRenewer(queue, settings.lease_ms / 3000),
                                 self.scratch, self.abort_event, render)
+        # Job threads left in a render stuck past its deadline (their jobs' failures recorded);
+        # the run mode may replace them (`on_stuck`) and decide when there are too many.
+        self.stuck: set[threading.Thread] = set()
+        self.on_stuck: Callable[[], None] | None = None
+        self.exit_code = 0
+        self.runner.on_abandon = self._abandoned
 
     def count(self, outcome: JobOutcome) -> None:
         with self._lock:
             self.outcomes[outcome] += 1
 
-    def process(self, job: ClaimedJob) -> JobOutcome:
-        outcome = self.runner.process(job)
+    def process(self, job: ClaimedJob, limit_s: float | None = None) -> JobOutcome:
+        outcome = self.runner.process(job, limit_s)
         self.count(outcome)
         return outcome
+
+    def _abandoned(self, thread: threading.Thread, outcome: JobOutcome | None) -> None:
+        if outcome is not None:
+            self.count(outcome)
+        with self._lock:
+            self.stuck = {t for t in self.stuck if t.is_alive()} | {thread}
+        if self.on_stuck is not None:
+            self.on_stuck()
+
+    def stuck_threads(self) -> int:
+        """Job threads still stuck in a render their job no longer waits for."""
+        with self._lock:
+            return sum(1 for t in self.stuck if t.is_alive())
 
     def maintain(self) -> None:
         """Heartbeat of the worker itself, queue gauges, and recovery of leases other workers lost."""

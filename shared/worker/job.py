@@ -1,6 +1,6 @@
 """One claimed job, from lease to outcome: check what configuration may have changed,
-render into scratch space, publish the artifacts, then complete the job, or record a failure
-(retried or not), or give the job back at shutdown."""
+render into scratch space within the job's deadline, publish the artifacts, then complete the
+job, or record a failure (retried or not), or give the job back at shutdown."""
 
 from __future__ import annotations
 
@@ -18,10 +18,14 @@ from shared.models import JobOutcome
 from shared.observability import logger, record_failure, record_job
 from shared.queue import ClaimedJob, JobQueue
 from shared.settings import Settings
+from shared.worker.deadline import render_deadline_s
 from shared.worker.lease import Lease, LeaseRenewer, Stopping
 from shared.worker.scratch import Scratch
 
 RenderFn = Callable[[JobRequest, Path, Settings, Callable[[int], None] | None], Any]
+# Told of a job thread left in a render past its deadline (the job's failure is recorded), with
+# the outcome counted for it, if any.
+AbandonFn = Callable[[threading.Thread, JobOutcome | None], None]
 
 
 class Publisher(Protocol):
@@ -38,6 +42,8 @@ class JobRunner:
         self.scratch = scratch
         self.abort = abort
         self._render = render
+        self.on_abandon: AbandonFn | None = None
+        renewer.on_overrun = self._overrun
 
     @property
     def render(self) -> RenderFn:
@@ -48,12 +54,17 @@ class JobRunner:
             self._render = render_preview
         return self._render
 
-    def process(self, job: ClaimedJob) -> JobOutcome:
-        """Run one claimed job to its outcome; the metric counts it, the log says it."""
+    def process(self, job: ClaimedJob, limit_s: float | None = None) -> JobOutcome:
+        """Run one claimed job to its outcome; the metric counts it, the log says it. Its render
+        may take its deadline (`shared.worker.deadline`), and no more than `limit_s`."""
         started = time.monotonic()
-        log = {"jobId": job.id, "projectId": job.project_id, "attempt": job.attempts_made + 1}
+        deadline_s = render_deadline_s(job.payload, self.settings)
+        if limit_s is not None:
+            deadline_s = max(1, min(deadline_s, int(limit_s)))
+        log = {"jobId": job.id, "projectId": job.project_id, "attempt": job.attempts_made + 1,
+               "deadlineSeconds": deadline_s}
         logger.debug("job started", extra=log)
-        lease = self.renewer.add(job, self.abort)
+        lease = self.renewer.add(job, self.abort, deadline_s)
         try:
             with self.scratch.for_job(job.id) as workdir:
                 outcome = self._run(job, workdir, lease)
@@ -76,13 +87,17 @@ class JobRunner:
                 raise InvalidPayload("the job payload is no longer acceptable", problems)
             request = JobRequest.from_payload(job.payload)
             self.render(request, workdir, self.settings, lease.progress)
-            lease.check()
+            lease.rendered()
             self.store.publish(job.project_id, job.id, workdir)
             lease.stop()
             self.queue.complete(job, {"dryRun": request.dry_run})
             return JobOutcome.DRYRUN if request.dry_run else JobOutcome.COMPLETED
         except LeaseLost:
-            logger.warning("lease lost; another worker owns the job now", extra={"jobId": job.id})
+            if lease.overrun:
+                logger.warning("render ended after its job was given up on; its result is dropped",
+                               extra={"jobId": job.id, "seconds": round(time.monotonic() - lease.started, 3)})
+            else:
+                logger.warning("lease lost; another worker owns the job now", extra={"jobId": job.id})
             return JobOutcome.LOST
         except Stopping:
             lease.stop()
@@ -103,6 +118,28 @@ class JobRunner:
         outcome = self._fail(job, self.renewer.add(job, self.abort), reason, "", retryable=False)
         record_job(outcome)
         return outcome
+
+    def _overrun(self, lease: Lease) -> None:
+        """The watchdog gave up on a render stuck past its deadline: record the job's failure
+        now (the token still holds, so a late finish of the render is refused as lost), and let
+        the run mode replace the job thread it holds."""
+        job = lease.job
+        seconds = time.monotonic() - lease.started
+        logger.error("render stuck past its deadline; its job is failed and the render abandoned",
+                     extra={"jobId": job.id, "deadlineSeconds": lease.limit_s, "seconds": round(seconds, 3),
+                            "jobThread": lease.thread.name})
+        outcome: JobOutcome | None = None
+        try:
+            outcome = self._fail(job, lease, lease.reason, "", retryable=True)
+        except StoreUnavailable:
+            # Unrenewed, the lease runs out and recovery counts the attempt.
+            logger.warning("redis unreachable; the stuck job's lease will expire", extra={"jobId": job.id})
+        if outcome is not None and outcome.counted:
+            record_job(outcome, seconds)
+        else:
+            outcome = None
+        if self.on_abandon is not None:
+            self.on_abandon(lease.thread, outcome)
 
     def _fail(self, job: ClaimedJob, lease: Lease, reason: str, stack: str, *, retryable: bool) -> JobOutcome:
         lease.stop()

@@ -1,32 +1,18 @@
 """The worker inside a Lambda invocation: claim and render jobs one after another while the
-invocation has time left for the next one, and never start a job it cannot finish."""
+invocation has time left for the next one, never start a job it cannot finish, and stop a
+render (its job failed with the reason) before the invocation's time runs out."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-from shared.contract import JobRequest
-from shared.errors import InvalidPayload
 from shared.models import JobOutcome
 from shared.observability import logger
 from shared.worker.core import WorkerCore
+from shared.worker.deadline import DRY_RUN_MS, OVERRUN_GRACE_S, RENDER_START_MS, estimate_ms
 
-# A dry run only plans and checks its assets.
-DRY_RUN_MS = 2000
-# Start-up of a render (imports, opening the encoder) before the first frame.
-RENDER_START_MS = 3000
-
-
-def estimate_ms(payload: dict[str, Any], ms_per_video_second: int) -> int:
-    """A conservative render budget: fixed start-up plus a cost per second of video."""
-    try:
-        request = JobRequest.from_payload(payload)
-    except InvalidPayload:
-        return DRY_RUN_MS  # it fails at once when processed
-    if request.dry_run:
-        return DRY_RUN_MS
-    return int(RENDER_START_MS + request.video_ms / 1000 * ms_per_video_second)
+__all__ = ["DRY_RUN_MS", "RENDER_START_MS", "drain", "estimate_ms"]
 
 
 def drain(worker: WorkerCore, remaining_ms: Callable[[], float] | None, max_jobs: int | None,
@@ -40,6 +26,7 @@ def drain(worker: WorkerCore, remaining_ms: Callable[[], float] | None, max_jobs
         job = worker.queue.claim().job
         if job is None:
             break
+        limit_s: float | None = None
         if remaining_ms is not None and budget is not None:
             needed = estimate_ms(job.payload, worker.settings.render_ms_per_video_second) + safety_ms
             if needed > budget:
@@ -49,12 +36,16 @@ def drain(worker: WorkerCore, remaining_ms: Callable[[], float] | None, max_jobs
                           f"function's {budget / 1000:.0f} s; run a long-running worker for such jobs")
                 worker.count(worker.runner.fail_now(job, reason))
                 continue
-            if remaining_ms() < needed:
+            left = remaining_ms()
+            if left < needed:
                 worker.queue.release(job)
                 worker.count(JobOutcome.DEFERRED)
                 logger.info("not enough time left for the next job; left it queued",
                             extra={"jobId": job.id, "neededMs": needed})
                 break
-        worker.process(job)
+            # The render must end, even stuck, while the invocation can still record why: a
+            # killed invocation would leave the job to its lease, and its reason unsaid.
+            limit_s = (left - safety_ms) / 1000 - OVERRUN_GRACE_S
+        worker.process(job, limit_s)
         done += 1
     return {"workerId": worker.worker_id, "processed": done, "outcomes": dict(worker.outcomes)}

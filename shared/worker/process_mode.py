@@ -5,6 +5,8 @@ the grace period to finish, then are handed back to the queue."""
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import threading
 import time
 
@@ -14,18 +16,39 @@ from shared.observability import logger, record_failure
 from shared.worker.core import WorkerCore
 
 IDLE_WAIT_S = 1.0
+# Exit status of a worker with more job threads stuck in renders than it has job loops.
+STUCK_EXIT_CODE = 70
 
 
-def run(worker: WorkerCore, concurrency: int) -> None:
-    """Until `worker.stop()`."""
+def run(worker: WorkerCore, concurrency: int) -> int:
+    """Until `worker.stop()`; returns the process's exit status."""
     settings = worker.settings
     with contextlib.suppress(OSError):
         worker.scratch.sweep()
     gate = DiskGate(settings)  # one for all the loops: one check per second, one log line per change
-    threads = [threading.Thread(target=_job_loop, args=(worker, gate), name=f"job-loop-{i}", daemon=True)
-               for i in range(concurrency)]
-    for thread in threads:
+    threads: list[threading.Thread] = []
+
+    def start_loop() -> None:
+        thread = threading.Thread(target=_job_loop, args=(worker, gate), name=f"job-loop-{len(threads)}",
+                                  daemon=True)
+        threads.append(thread)
         thread.start()
+
+    def replace_stuck() -> None:
+        # A job thread stuck in a render past its deadline cannot be killed: another takes its
+        # place, until more are stuck than there are loops; then the process exits for its
+        # supervisor to start it again.
+        if worker.stuck_threads() > concurrency:
+            logger.error("too many renders stuck past their deadlines; exiting to be restarted",
+                         extra={"workerId": worker.worker_id, "stuck": worker.stuck_threads()})
+            worker.exit_code = STUCK_EXIT_CODE
+            worker.stop()
+        elif not worker.stop_event.is_set():
+            start_loop()
+
+    worker.on_stuck = replace_stuck
+    for _ in range(concurrency):
+        start_loop()
     logger.info("worker started", extra={"workerId": worker.worker_id, "concurrency": concurrency})
     interval = min(5.0, settings.lease_ms / 2000)
     while not worker.stop_event.is_set():
@@ -34,17 +57,31 @@ def run(worker: WorkerCore, concurrency: int) -> None:
         except StoreUnavailable:
             logger.warning("redis unreachable; retrying")
         worker.stop_event.wait(interval)
+    loops = [t for t in list(threads) if t not in worker.stuck]  # the stuck ones' jobs are settled
     grace_deadline = time.monotonic() + settings.shutdown_grace_seconds
-    for thread in threads:
+    for thread in loops:
         thread.join(max(0.0, grace_deadline - time.monotonic()))
-    if any(t.is_alive() for t in threads):
+    if any(t.is_alive() for t in loops):
         # Past the grace period: running renders abort and their jobs go back to waiting.
         worker.abort_event.set()
-        for thread in threads:
+        for thread in loops:
             thread.join(30)
     with contextlib.suppress(StoreUnavailable):
         worker.queue.forget_worker(worker.worker_id)
     logger.info("worker stopped", extra={"workerId": worker.worker_id, "outcomes": dict(worker.outcomes)})
+    return worker.exit_code
+
+
+def leave(worker: WorkerCore, code: int) -> int:
+    """The process's exit status; or, with renders still stuck past their deadlines (their jobs
+    settled), the end of the process now: the interpreter would wait at exit for their threads
+    (it joins the thread pools' threads), as long as they stay stuck."""
+    stuck = worker.stuck_threads()
+    if stuck:
+        logger.warning("exiting with renders still stuck past their deadlines", extra={"stuck": stuck})
+        logging.shutdown()
+        os._exit(code)
+    return code
 
 
 def _job_loop(worker: WorkerCore, gate: DiskGate) -> None:
@@ -57,6 +94,8 @@ def _job_loop(worker: WorkerCore, gate: DiskGate) -> None:
                 claim = worker.queue.claim()
                 if claim.job is not None:
                     worker.process(claim.job)
+                    if threading.current_thread() in worker.stuck:
+                        return  # given up on past its deadline: another loop took its place
                     continue
                 wait = IDLE_WAIT_S
                 if claim.next_due_ms is not None:

@@ -17,6 +17,7 @@ class Worker(WorkerCore):
         with self.scratch.for_loop():
             return lambda_mode.drain(self, remaining_ms, max_jobs, safety_ms)
 
-    def run_forever(self, concurrency: int | None = None) -> None:
-        """Process mode: `concurrency` job loops (PREVIEW_WORKER_CONCURRENCY) until `stop()`."""
-        process_mode.run(self, concurrency or self.settings.worker_concurrency)
+    def run_forever(self, concurrency: int | None = None) -> int:
+        """Process mode: `concurrency` job loops (PREVIEW_WORKER_CONCURRENCY) until `stop()`;
+        returns the process's exit status."""
+        return process_mode.run(self, concurrency or self.settings.worker_concurrency)
