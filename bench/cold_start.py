@@ -161,9 +161,10 @@ CASES = (
 
 # The same for both sides: what the Lambda runtime's bootstrap does before the first answer
 # (import _HANDLER from LAMBDA_TASK_ROOT, call it with the event and a context), the response
-# written to the pipe the bench reads.
+# written to the pipe the bench reads, after the CPU time the process had used until then (which
+# a busy machine inflates far less than the wall time).
 BOOTSTRAP = '''\
-import importlib, json, os, sys
+import importlib, json, os, sys, time
 sys.path.insert(0, os.environ["LAMBDA_TASK_ROOT"])
 module, _, name = os.environ["_HANDLER"].rpartition(".")
 handler = getattr(importlib.import_module(module), name)
@@ -181,7 +182,7 @@ with open(sys.argv[1], "rb") as handle:
     event = json.load(handle)
 response = json.dumps(handler(event, Context()))
 with open(int(sys.argv[2]), "w") as out:
-    out.write(response + "\\n")
+    out.write(json.dumps({"cpu": time.process_time()}) + "\\t" + response + "\\n")
 '''
 
 
@@ -220,8 +221,9 @@ def lambda_env(function: str, task_root: Path, handler: str, template_env: dict[
     return env
 
 
-def first_answer(python: str, side: Side, event: Path, env: dict[str, str]) -> tuple[float, dict[str, Any]]:
-    """Seconds from spawning the interpreter to its first response read, and that response."""
+def first_answer(python: str, side: Side, event: Path, env: dict[str, str]) -> tuple[float, float, dict[str, Any]]:
+    """Seconds from spawning the interpreter to its first response read, the CPU seconds the
+    process used until it wrote it, and the response."""
     read_end, write_end = os.pipe()
     try:
         started = time.perf_counter()
@@ -242,7 +244,8 @@ def first_answer(python: str, side: Side, event: Path, env: dict[str, str]) -> t
     if process.returncode != 0 or not line:
         raise RuntimeError(f"{side.name}: the process exited {process.returncode} without an answer: "
                            f"{errors.decode(errors='replace').strip()[-2000:]}")
-    return elapsed, json.loads(line)
+    usage, _, response = line.partition(b"\t")
+    return elapsed, float(json.loads(usage)["cpu"]), json.loads(response)
 
 
 def interpreter_sys_path(python: str, task_root: Path) -> list[str]:
@@ -312,13 +315,17 @@ def seed(redis_url: str, case: Case) -> None:
 @dataclass
 class Result:
     case: Case
-    seconds: dict[str, list[float]]
+    seconds: dict[str, list[float]]  # spawn to the answer read, per side
+    cpu: dict[str, list[float]]  # CPU the process used until it answered, per side
 
     def median(self, side: str) -> float:
         return statistics.median(self.seconds[side])
 
     def ratio(self, side: str = OURS) -> float:
         return self.median(side) / self.median(BASELINE)
+
+    def cpu_ratio(self, side: str = OURS) -> float:
+        return statistics.median(self.cpu[side]) / statistics.median(self.cpu[BASELINE])
 
 
 def measure(python: str, sides: dict[str, list[Side]], cases: Sequence[Case], redis_url: str, rounds: int,
@@ -332,25 +339,28 @@ def measure(python: str, sides: dict[str, list[Side]], cases: Sequence[Case], re
         envs = {side.name: lambda_env(case.function, side.task_root, side.handler, environments[case.function],
                                       redis_url) for side in contenders}
 
-        def run(side: Side, case: Case = case, envs: dict[str, dict[str, str]] = envs) -> float:
+        def run(side: Side, case: Case = case, envs: dict[str, dict[str, str]] = envs) -> tuple[float, float]:
             seed(redis_url, case)
-            elapsed, response = first_answer(python, side, case.event_path, envs[side.name])
+            elapsed, used, response = first_answer(python, side, case.event_path, envs[side.name])
             if response.get("statusCode") != case.status:
                 raise RuntimeError(f"{case.function} {side.name} answered {response.get('statusCode')}, expected "
                                    f"{case.status}: {str(response.get('body'))[:300]}")
-            return elapsed
+            return elapsed, used
 
         for side in contenders:  # one untimed run each: the files in the page cache, the answers checked
             run(side)
         seconds: dict[str, list[float]] = {side.name: [] for side in contenders}
+        cpu: dict[str, list[float]] = {side.name: [] for side in contenders}
         log(f"  {case.function}, first request {case.fixture} (ms):")
         for round_ in range(rounds):
             shift = round_ % len(contenders)  # each side first, middle and last in turn
             for side in contenders[shift:] + contenders[:shift]:
-                seconds[side.name].append(run(side))
+                elapsed, used = run(side)
+                seconds[side.name].append(elapsed)
+                cpu[side.name].append(used)
             log(f"    round {round_ + 1:>2}: " + ", ".join(f"{side.name} {seconds[side.name][-1] * 1000:5.0f}"
                                                         for side in contenders))
-        results.append(Result(case, seconds))
+        results.append(Result(case, seconds, cpu))
     return results
 
 
@@ -366,6 +376,9 @@ def figures(results: Sequence[Result]) -> list[Figure]:
             rows.append(Figure(f"{name}: {LABELS[side]}, median (min-max)",
                                f"{statistics.median(values) * 1000:.0f} ms ({min(values) * 1000:.0f}-"
                                f"{max(values) * 1000:.0f})"))
+        rows.append(Figure(f"{name}: CPU until the answer, ours / baseline / +pydantic (medians)",
+                           " / ".join(f"{statistics.median(result.cpu[side]) * 1000:.0f}" for side in result.cpu)
+                           + f" ms = {result.cpu_ratio():.2f}x / 1 / {result.cpu_ratio(CONTRAST):.2f}x"))
         rows.append(Figure(f"{name}: baseline + pydantic / baseline (contrast)", f"{result.ratio(CONTRAST):.2f}x"))
         rows.append(Figure.checked(f"{name}: packaged / baseline, first answer", f"{result.ratio():.2f}x",
                                    result.ratio(), TARGET))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -58,7 +59,7 @@ class Packages:
 
 
 @pytest.fixture(scope="module")
-def packages(tmp_path_factory: pytest.TempPathFactory) -> Packages:
+def packages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Packages]:
     """Every function built into a folder of this run (the dependencies from .build-cache,
     shared with `make package`: only the first build on a machine installs anything)."""
     target = next(iter(PLANS.values())).target
@@ -80,7 +81,8 @@ def packages(tmp_path_factory: pytest.TempPathFactory) -> Packages:
     seconds = time.perf_counter() - started
     print(f"\npackages built in {seconds:.1f} s: " + ", ".join(
         f"{b.plan.logical_id} {b.bytes / package.MB:.1f} MB" for b in built))
-    return Packages(python, {b.plan.logical_id: b for b in built}, lines, seconds)
+    yield Packages(python, {b.plan.logical_id: b for b in built}, lines, seconds)
+    shutil.rmtree(out, ignore_errors=True)  # 0.3 GB; the cache keeps what a rebuild needs
 
 
 def test_every_function_is_built_within_its_budget_for_the_runtime(packages: Packages) -> None:
