@@ -128,6 +128,18 @@ def test_below_the_floor_nothing_is_claimed_and_health_says_why(
     assert health()[0] == 200
 
 
+def test_the_worker_function_claims_nothing_below_the_floor(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The render worker function (scheduled, or kicked by an enqueue: in the emulator it runs
+    beside the long-running worker) keeps the same floor."""
+    set_floor(monkeypatch, disk.free_mb(Settings.from_env().data_dir) + 1024)
+    enqueue("function-job")
+    summary = invoke_fixture("render_worker", "scheduled")
+    assert summary["processed"] == 0 and state("function-job")["state"] == "waiting"
+    set_floor(monkeypatch, 0)
+    assert invoke_fixture("render_worker", "scheduled")["processed"] == 1
+    assert state("function-job")["state"] == "completed"
+
+
 @pytest.mark.slow
 def test_the_worker_resumes_by_itself_when_space_comes_back(
         redis_url: str, monkeypatch: pytest.MonkeyPatch, running_worker: Any, tmp_path: Path,

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from shared import disk
 from shared.models import JobOutcome
 from shared.observability import logger
 from shared.worker.core import WorkerCore
@@ -23,6 +24,10 @@ def drain(worker: WorkerCore, remaining_ms: Callable[[], float] | None, max_jobs
     budget = remaining_ms() if remaining_ms is not None else None
     done = 0
     while max_jobs is None or done < max_jobs:
+        low_disk = disk.shortage(worker.settings)
+        if low_disk:  # below the free-disk floor: the jobs stay queued until there is room
+            logger.warning("not claiming jobs: low on disk", extra={"reason": low_disk})
+            break
         job = worker.queue.claim().job
         if job is None:
             break
