@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import pty
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +28,7 @@ from tests.client.conftest import (
     preview,
     signing_env,
 )
+from tests.conftest import ROOT
 from tests.emulator.conftest import Emulator
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
@@ -199,3 +204,30 @@ def test_a_wrong_secret_or_region_is_403_naming_what_was_sent(signed: Emulator, 
     region = preview(["--url", signed.url, "--region", "us-east-2", "status", "x"], signing_env(tmp_path))
     assert_exit(region, 5)
     assert "403 Forbidden (request signed (SigV4, execute-api, region us-east-2)" in region.stderr
+
+
+def test_on_a_terminal_wait_draws_a_progress_bar(keyed: Emulator, tmp_path: Path) -> None:
+    job = job_file(tmp_path, "render", jobId="client-tty-1")
+    controller, terminal = pty.openpty()
+    try:
+        process = subprocess.run([sys.executable, "-m", "preview_client", *keyed_args(keyed, "enqueue", str(job),
+                                                                                     "--wait")],
+                                 cwd=ROOT, env=client_env(tmp_path), stdout=subprocess.PIPE, stderr=terminal,
+                                 text=True, timeout=120)
+        os.close(terminal)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # the terminal's other end is closed: all read
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    finally:
+        os.close(controller)
+    assert process.returncode == 0, drawn
+    screen = drawn.decode()
+    assert "\rclient-tty-1 [" in screen and "] 100% completed" in screen
+    assert "client-tty-1 completed 100%" not in screen  # no plain lines on a terminal
+    assert process.stdout.splitlines()[-1].startswith("completed client-tty-1 in ")
