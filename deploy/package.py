@@ -37,6 +37,7 @@ import hashlib
 import importlib
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -539,9 +540,15 @@ def _has_debug_sections(path: Path) -> bool:
     return False
 
 
-def elf_strip_tool() -> str | None:
-    """A `strip` that handles ELF files (GNU binutils or LLVM's), else None (macOS' own does not)."""
-    for name in ("strip", "llvm-strip"):
+def elf_strip_tool(machine: str | None = None) -> str | None:
+    """A `strip` that handles ELF files of `machine` (aarch64, x86_64; default: this one's): the
+    GNU binutils of that machine or LLVM's (which reads every architecture), else None (macOS'
+    own reads no ELF at all)."""
+    names = ["strip", "llvm-strip"]
+    if machine and machine != platform.machine():
+        # The host's GNU strip reads only its own architecture's files.
+        names = [f"{machine}-linux-gnu-strip", "llvm-strip"]
+    for name in names:
         tool = shutil.which(name)
         if tool:
             with contextlib.suppress(OSError, subprocess.TimeoutExpired):
@@ -551,19 +558,25 @@ def elf_strip_tool() -> str | None:
     return None
 
 
-def strip_debug_info(root: Path, log: Log) -> int:
-    """Remove the debugging sections of shared libraries (never needed to run them); the bytes removed."""
+def strip_debug_info(root: Path, log: Log, machine: str | None = None) -> int:
+    """Remove the debugging sections of shared libraries (never needed to run them); the bytes
+    removed. Without a tool for the target's architecture they stay, with a note."""
     files = [p for p in root.rglob("*.so*") if p.is_file() and not p.is_symlink() and _has_debug_sections(p)]
     if not files:
         return 0
-    tool = elf_strip_tool()
+    tool = elf_strip_tool(machine)
     if tool is None:
-        log(f"NOTE: no ELF strip tool (GNU binutils or llvm-strip) found: {len(files)} shared libraries keep "
-            "their debugging sections")
+        log(f"NOTE: no ELF strip tool for {machine or platform.machine()} (GNU binutils of that machine or "
+            f"llvm-strip) found: {len(files)} shared libraries keep their debugging sections")
         return 0
     before = sum(p.stat().st_size for p in files)
     for start in range(0, len(files), 100):
-        subprocess.run([tool, "--strip-debug", *map(str, files[start:start + 100])], check=True)
+        result = subprocess.run([tool, "--strip-debug", *map(str, files[start:start + 100])], capture_output=True,
+                                text=True)
+        if result.returncode != 0:
+            first = (result.stderr.strip().splitlines() or ["no message"])[0]
+            log(f"NOTE: {Path(tool).name} failed on some shared libraries, which keep their debugging sections: "
+                f"{first}")
     return before - sum(p.stat().st_size for p in files)
 
 
@@ -610,7 +623,7 @@ def site(requirements: Sequence[str], target: Target, *, cache: Path = DEFAULT_C
                 raise BuildError(f"pip install for {target} exited {status}; see above")
             removed = strip(tmp)
             log(f"stripped {removed / MB:.1f} MB (tests, stubs, headers, scripts, shadowed sources)")
-            removed = strip_debug_info(tmp, log)
+            removed = strip_debug_info(tmp, log, target.machine)
             if removed:
                 log(f"stripped {removed / MB:.1f} MB of debugging sections from shared libraries")
             if python:

@@ -289,3 +289,14 @@ def test_ci_runs_make_test() -> None:
     3.12 or index fails there instead of skipping."""
     script = (ROOT / ".ci" / "run").read_text()
     assert "make test" in script
+
+
+def test_a_foreign_architecture_is_not_given_the_hosts_strip() -> None:
+    """Building arm64 packages on an x86_64 machine (or the reverse): the host's GNU strip
+    cannot read the target's libraries (it once stopped the build), so only a strip of that
+    machine or LLVM's is used, else none."""
+    import platform
+
+    foreign = "aarch64" if platform.machine() != "aarch64" else "x86_64"
+    tool = package.elf_strip_tool(foreign)
+    assert tool is None or Path(tool).name in {f"{foreign}-linux-gnu-strip", "llvm-strip"}, tool
