@@ -30,7 +30,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "unit and not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check shared functions local tests bench
+	$(BIN)/ruff check shared functions local tests bench deploy preview_client
 	$(BIN)/cfn-lint template.yaml
 
 bench: $(STAMP)
