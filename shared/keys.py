@@ -12,6 +12,9 @@ a single Redis Cluster slot.
     pq:{q}:seq           string admission counter (FIFO order within a priority)
     pq:{q}:notify        list   wake-up tokens for idle workers blocked on BLPOP
     pq:{q}:workers       zset   worker id -> last heartbeat (ms)
+    pq:{q}:alive         zset   worker id -> liveness deadline (ms, Redis clock); a claimed
+                                job's hash names its worker, taken back when this lapses
+    pq:{q}:checked       string time of the last dead-worker check (ms)
 """
 
 from __future__ import annotations
@@ -79,6 +82,14 @@ class QueueKeys:
     @cached_property
     def workers(self) -> str:
         return f"{self.base}workers"
+
+    @cached_property
+    def alive(self) -> str:
+        return f"{self.base}alive"
+
+    @cached_property
+    def checked(self) -> str:
+        return f"{self.base}checked"
 
     def state_key(self, state: str) -> str:
         return f"{self.base}{state}"

@@ -32,7 +32,7 @@ from shared.models import AdmitResult, JobStatus, QueueCounts
 from shared.redis_client import MAX_BLOCK_SECONDS, RedisClient, ScriptRunner
 from shared.settings import Settings
 
-_SCRIPT_NAMES = ("admit", "claim", "heartbeat", "complete", "fail", "release", "recover")
+_SCRIPT_NAMES = ("admit", "claim", "heartbeat", "complete", "fail", "release", "recover", "alive")
 
 
 _RETENTION_USERS = {"complete", "fail", "recover"}
@@ -219,12 +219,17 @@ class JobQueue:
 
     # -- worker side -------------------------------------------------------------------
 
-    def claim(self, token: str | None = None) -> ClaimOutcome:
+    def claim(self, token: str | None = None, worker_id: str | None = None) -> ClaimOutcome:
+        """Lease the next ready job. `worker_id`: a claimer that keeps its liveness renewed
+        (`renew_liveness`); its job is taken back as soon as that lapses. Without it only the
+        lease's expiry does (a Lambda invocation)."""
         token = token or secrets.token_hex(12)
         with redis_errors():
-            reply = self._script("claim", 
-                keys=[self.keys.waiting, self.keys.active, self.keys.delayed, self.keys.notify],
-                args=[self.keys.job_prefix, token, self.settings.lease_ms],
+            reply = self._script("claim",
+                keys=[self.keys.waiting, self.keys.active, self.keys.delayed, self.keys.notify,
+                      self.keys.alive],
+                args=[self.keys.job_prefix, token, self.settings.lease_ms, worker_id or "",
+                      self.settings.worker_liveness_ms],
             )
         if int(reply[0]) == 0:
             due = int(float(reply[1]))
@@ -299,17 +304,25 @@ class JobQueue:
             )
 
     def recover_stalled(self, limit: int = 1000) -> tuple[list[str], list[str]]:
-        """Jobs whose lease expired go back to waiting (an attempt counted) or to failed; then
-        finished jobs past their retention are dropped."""
+        """Jobs whose lease expired, or whose worker's liveness lapsed, go back to waiting (an
+        attempt counted) or to failed; then finished jobs past their retention are dropped."""
         s = self.settings
         with redis_errors():
-            requeued, failed = self._script("recover", 
+            requeued, failed = self._script("recover",
                 keys=[self.keys.active, self.keys.waiting, self.keys.failed, self.keys.notify,
-                      self.keys.completed],
+                      self.keys.completed, self.keys.alive, self.keys.checked],
                 args=[self.keys.job_prefix, limit, s.keep_failed_seconds * 1000, s.keep_failed_count,
-                      s.keep_completed_seconds * 1000, s.keep_completed_count],
+                      s.keep_completed_seconds * 1000, s.keep_completed_count, s.worker_liveness_ms],
             )
         return list(requeued), list(failed)
+
+    def renew_liveness(self, worker_id: str) -> bool:
+        """This worker is alive for another PREVIEW_WORKER_LIVENESS_MS. False when it was not
+        listed: its first renewal, or its liveness had lapsed and its jobs were taken back."""
+        with redis_errors():
+            added = self._script("alive", keys=[self.keys.alive],
+                                 args=[worker_id, self.settings.worker_liveness_ms])
+        return not int(added)
 
     def record_worker(self, worker_id: str) -> None:
         now_ms = int(time.time() * 1000)
@@ -320,8 +333,13 @@ class JobQueue:
             pipe.execute()
 
     def forget_worker(self, worker_id: str) -> None:
+        """A worker that stops: out of the health count, and its liveness ended now, so that
+        the next recovery pass takes back any job it could not hand back."""
         with redis_errors():
-            self.redis.zrem(self.keys.workers, worker_id)
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zrem(self.keys.workers, worker_id)
+            pipe.zadd(self.keys.alive, {worker_id: 0}, xx=True)
+            pipe.execute()
 
     def workers_seen(self, since_ms: int) -> tuple[int, int | None]:
         """How many workers sent a heartbeat since `since_ms`, and the latest heartbeat time."""

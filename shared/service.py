@@ -137,14 +137,15 @@ def health_status_code(report: HealthReport) -> int:
 
 
 def recover(queue: JobQueue) -> tuple[list[str], list[str]]:
-    """Jobs whose worker vanished (lease expired) go back to waiting or, out of attempts, to
-    failed; each is counted as a `stalled` outcome. Used by every worker's maintenance and by
-    the health probe."""
+    """Jobs whose worker vanished (its liveness lapsed, or the lease expired) go back to waiting
+    or, out of attempts, to failed; each is counted as a `stalled` outcome. Used by every
+    worker's maintenance (each second in a long-running worker, and at its start) and by the
+    health probe."""
     requeued, failed = queue.recover_stalled()
     for _ in requeued + failed:
         record_job(JobOutcome.STALLED)
     if requeued or failed:
-        logger.warning("recovered expired leases", extra={"requeued": requeued, "failed": failed})
+        logger.warning("took back the jobs of stopped workers", extra={"requeued": requeued, "failed": failed})
     return requeued, failed
 
 

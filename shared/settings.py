@@ -39,6 +39,9 @@ class Settings(BaseModel):
     job_attempts: Annotated[int, Field(alias="PREVIEW_JOB_ATTEMPTS", ge=1, le=25)] = 5
     backoff_ms: Annotated[int, Field(alias="PREVIEW_BACKOFF_MS", ge=0, le=3_600_000)] = 1000
     lease_ms: Annotated[int, Field(alias="PREVIEW_LEASE_MS", ge=1000, le=3_600_000)] = 30_000
+    # A long-running worker renews its liveness every sixth of this; when it lapses (worker
+    # killed, or cut off from Redis) its jobs go back to waiting at once, lease or not.
+    worker_liveness_ms: Annotated[int, Field(alias="PREVIEW_WORKER_LIVENESS_MS", ge=600, le=600_000)] = 3000
     keep_completed_seconds: Annotated[int, Field(alias="PREVIEW_KEEP_COMPLETED_SECONDS", ge=0)] = 3600
     keep_completed_count: Annotated[int, Field(alias="PREVIEW_KEEP_COMPLETED_COUNT", ge=1)] = 100
     keep_failed_seconds: Annotated[int, Field(alias="PREVIEW_KEEP_FAILED_SECONDS", ge=0)] = 86_400

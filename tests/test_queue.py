@@ -233,10 +233,11 @@ def test_every_key_shares_one_hash_tag(redis_url: str, rdb: redis.Redis) -> None
     queue = make_queue(redis_url, PREVIEW_QUEUE_NAME="tagged", PREVIEW_BACKOFF_MS="60000")
     for n in range(3):
         queue.admit(job(n))
-    a, b = queue.claim().job, queue.claim().job
+    a, b = queue.claim().job, queue.claim(worker_id="w1").job
     assert a and b
     queue.fail(a, "later", retryable=True)
     queue.record_worker("w1")
+    queue.recover_stalled()
     keys = rdb.keys("*")
     # Redis Cluster hashes only the text between the first { and }: one tag, one slot.
     assert len(keys) >= 6 and all(key.startswith("pq:{tagged}:") for key in keys)
@@ -278,3 +279,99 @@ def test_oldest_waiting_looks_at_every_priority(redis_url: str) -> None:
     queue.admit(job("new", "high"))
     oldest = queue.oldest_waiting_ms()
     assert oldest == int(queue.job_fields("job-old", "createdAt")["createdAt"] or 0)
+
+
+def recover_every(queue: JobQueue, seconds: float, step: float = 0.1,
+                  renew: str | None = None) -> tuple[list[str], list[str]]:
+    """Run the recovery pass every `step` for `seconds` (as the workers' maintenance does),
+    renewing `renew`'s liveness between passes; everything it took back."""
+    requeued: list[str] = []
+    failed: list[str] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if renew:
+            queue.renew_liveness(renew)
+        more, lost = queue.recover_stalled()
+        requeued += more
+        failed += lost
+        time.sleep(step)
+    return requeued, failed
+
+
+@pytest.mark.slow
+def test_the_job_of_a_worker_whose_liveness_lapses_goes_back_at_once(redis_url: str, rdb: redis.Redis) -> None:
+    queue = make_queue(redis_url, PREVIEW_WORKER_LIVENESS_MS="600", PREVIEW_JOB_ATTEMPTS="2")
+    queue.recover_stalled()
+    queue.admit(job(1))
+    claimed = queue.claim(worker_id="host:1:w1").job
+    assert claimed is not None and claimed.fields["worker"] == "host:1:w1"
+    # Given a worker that renews its liveness, then stops (killed) long before its 30 s lease ends
+    assert recover_every(queue, 1.0, renew="host:1:w1") == ([], [])
+    requeued, _ = recover_every(queue, 1.5)
+    status = queue.status("job-1")
+    assert requeued == ["job-1"] and status is not None
+    assert (status.state, status.attemptsMade) == ("waiting", 1)
+    assert status.failedReason == "worker host:1:w1 stopped (attempt 1)"
+    assert queue.job_fields("job-1", "worker", "token") == {"worker": None, "token": None}
+    assert rdb.zscore(QueueKeys("preview-jobs").alive, "host:1:w1") is None
+    # The stopped worker's late calls are refused
+    with pytest.raises(LeaseLost):
+        queue.heartbeat(claimed)
+    # The next claimer's attempt counts too: its loss dead-letters the job
+    assert queue.claim(worker_id="host:2:w2").job is not None
+    assert recover_every(queue, 1.2) == ([], ["job-1"])
+    assert queue.status("job-1").failedReason == "worker host:2:w2 stopped (attempt 2)"  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+def test_a_worker_that_keeps_its_liveness_keeps_its_job(redis_url: str) -> None:
+    queue = make_queue(redis_url, PREVIEW_WORKER_LIVENESS_MS="600")
+    queue.admit(job(1))
+    claimed = queue.claim(worker_id="w1").job
+    assert claimed is not None
+    assert recover_every(queue, 2.0, renew="w1") == ([], [])
+    queue.complete(claimed)
+    assert queue.status("job-1").attemptsMade == 1  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+def test_after_a_gap_in_the_checks_every_worker_gets_one_more_period(redis_url: str) -> None:
+    queue = make_queue(redis_url, PREVIEW_WORKER_LIVENESS_MS="600")
+    queue.recover_stalled()
+    for n in (1, 2):
+        queue.admit(job(n))
+    assert queue.claim(worker_id="alive").job and queue.claim(worker_id="dead").job
+    # Given Redis out of everyone's reach for longer than the liveness period: no renewal, no check
+    time.sleep(1.0)
+    # Then the first check takes nothing back, whose liveness deadline passed in the gap
+    assert queue.recover_stalled() == ([], [])
+    # And only the worker that does not renew within the extra period loses its job
+    assert recover_every(queue, 1.2, renew="alive") == (["job-2"], [])
+    assert queue.status("job-1").state == "active"  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+def test_a_claim_without_liveness_is_bound_by_its_lease_only(redis_url: str) -> None:
+    queue = make_queue(redis_url, PREVIEW_WORKER_LIVENESS_MS="600", PREVIEW_LEASE_MS="1500")
+    queue.recover_stalled()
+    queue.admit(job(1))
+    claimed = queue.claim().job  # a Lambda invocation's claim
+    assert claimed is not None and "worker" not in claimed.fields
+    assert recover_every(queue, 1.0) == ([], [])
+    assert recover_every(queue, 1.0) == (["job-1"], [])
+    assert "lease expired" in (queue.status("job-1").failedReason or "")  # type: ignore[union-attr]
+
+
+def test_a_stopping_worker_ends_its_liveness(redis_url: str, rdb: redis.Redis) -> None:
+    queue = make_queue(redis_url)
+    queue.recover_stalled()
+    queue.admit(job(1))
+    # Given a worker that stops while a job it could not hand back is still active
+    assert queue.claim(worker_id="w1").job is not None
+    queue.forget_worker("w1")
+    # Then the next recovery pass takes it back without waiting for the liveness period
+    assert queue.recover_stalled() == (["job-1"], [])
+    assert rdb.zcard(QueueKeys("preview-jobs").alive) == 0
+    # And a worker that never claimed leaves nothing behind
+    queue.forget_worker("w2")
+    assert rdb.zcard(QueueKeys("preview-jobs").alive) == 0

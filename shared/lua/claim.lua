@@ -1,6 +1,6 @@
 -- Claim the next job: promote due retries, pop the best waiting job, lease it.
--- KEYS: waiting, active, delayed, notify
--- ARGV: jobPrefix, token, leaseMs
+-- KEYS: waiting, active, delayed, notify, alive
+-- ARGV: jobPrefix, token, leaseMs, workerId ('' for a claimer without liveness), livenessMs
 -- Returns {1, fields...} with the job's hash, or {0, nextDueMs or -1} when nothing is ready.
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
@@ -27,6 +27,14 @@ while true do
   if redis.call('EXISTS', key) == 1 then
     redis.call('HSET', key, 'state', 'active', 'token', ARGV[2], 'processedOn',
       string.format('%d', now), 'progress', 0)
+    if ARGV[4] ~= '' then
+      -- The claimer renews its liveness; recover takes the job back as soon as that lapses.
+      -- Renewed here too, so a job is never held by a worker recover does not know of.
+      redis.call('HSET', key, 'worker', ARGV[4])
+      redis.call('ZADD', KEYS[5], now + tonumber(ARGV[5]), ARGV[4])
+    else
+      redis.call('HDEL', key, 'worker')
+    end
     redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), id)
     return {1, redis.call('HGETALL', key)}
   end

@@ -8,7 +8,7 @@ local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'attemptsMade', 1)
-redis.call('HDEL', KEYS[1], 'token', 'failedReason', 'stacktrace')
+redis.call('HDEL', KEYS[1], 'token', 'worker', 'failedReason', 'stacktrace')
 redis.call('HSET', KEYS[1], 'state', 'completed', 'progress', 100,
   'finishedOn', string.format('%d', now), 'result', ARGV[6])
 redis.call('ZADD', KEYS[3], finished_score(t), ARGV[1])

@@ -8,7 +8,7 @@ local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 redis.call('ZREM', KEYS[2], ARGV[1])
 local attempts = redis.call('HINCRBY', KEYS[1], 'attemptsMade', 1)
-redis.call('HDEL', KEYS[1], 'token')
+redis.call('HDEL', KEYS[1], 'token', 'worker')
 redis.call('HSET', KEYS[1], 'failedReason', ARGV[4], 'stacktrace', ARGV[5])
 if ARGV[6] == '1' and attempts < tonumber(state[3]) then
   redis.call('HSET', KEYS[1], 'state', 'delayed')

@@ -63,11 +63,13 @@ class WorkerCore:
         with self._lock:
             return sum(1 for t in self.stuck if t.is_alive())
 
-    def maintain(self) -> None:
-        """Heartbeat of the worker itself, queue gauges, and recovery of leases other workers lost."""
-        self.queue.record_worker(self.worker_id)
-        record_worker_heartbeat()
-        record_queue_counts(self.queue.counts())
+    def maintain(self, *, full: bool = True) -> None:
+        """Heartbeat of the worker itself and queue gauges (`full`), and recovery of the jobs
+        of workers that stopped (cheap: run each second by a long-running worker)."""
+        if full:
+            self.queue.record_worker(self.worker_id)
+            record_worker_heartbeat()
+            record_queue_counts(self.queue.counts())
         service.recover(self.queue)
 
     def stop(self) -> None:

@@ -14,10 +14,14 @@ from shared.disk import DiskGate
 from shared.errors import StoreUnavailable
 from shared.observability import logger, record_failure
 from shared.worker.core import WorkerCore
+from shared.worker.liveness import Liveness
 
 IDLE_WAIT_S = 1.0
 # Exit status of a worker with more job threads stuck in renders than it has job loops.
 STUCK_EXIT_CODE = 70
+# How often the jobs of stopped workers are looked for: with the liveness period (3 s) this
+# puts a killed worker's job back in waiting within about 4 s.
+RECOVER_EVERY_S = 1.0
 
 
 def run(worker: WorkerCore, concurrency: int) -> int:
@@ -25,6 +29,8 @@ def run(worker: WorkerCore, concurrency: int) -> int:
     settings = worker.settings
     with contextlib.suppress(OSError):
         worker.scratch.sweep()
+    liveness = Liveness(worker.queue, worker.worker_id)
+    liveness.start()
     gate = DiskGate(settings)  # one for all the loops: one check per second, one log line per change
     threads: list[threading.Thread] = []
 
@@ -51,12 +57,17 @@ def run(worker: WorkerCore, concurrency: int) -> int:
         start_loop()
     logger.info("worker started", extra={"workerId": worker.worker_id, "concurrency": concurrency})
     interval = min(5.0, settings.lease_ms / 2000)
+    tick = min(RECOVER_EVERY_S, settings.worker_liveness_ms / 3000, interval)
+    next_full = 0.0
     while not worker.stop_event.is_set():
+        full = time.monotonic() >= next_full
         try:
-            worker.maintain()
+            worker.maintain(full=full)
+            if full:
+                next_full = time.monotonic() + interval
         except StoreUnavailable:
             logger.warning("redis unreachable; retrying")
-        worker.stop_event.wait(interval)
+        worker.stop_event.wait(tick)
     loops = [t for t in list(threads) if t not in worker.stuck]  # the stuck ones' jobs are settled
     grace_deadline = time.monotonic() + settings.shutdown_grace_seconds
     for thread in loops:
@@ -66,6 +77,9 @@ def run(worker: WorkerCore, concurrency: int) -> int:
         worker.abort_event.set()
         for thread in loops:
             thread.join(30)
+    # The jobs are handed back: the liveness ends, and any job still held is taken back by
+    # the next recovery pass of another worker.
+    liveness.stop()
     with contextlib.suppress(StoreUnavailable):
         worker.queue.forget_worker(worker.worker_id)
     logger.info("worker stopped", extra={"workerId": worker.worker_id, "outcomes": dict(worker.outcomes)})
@@ -91,7 +105,7 @@ def _job_loop(worker: WorkerCore, gate: DiskGate) -> None:
                 if gate.blocked():  # below the free-disk floor: leave the jobs queued
                     worker.stop_event.wait(IDLE_WAIT_S)
                     continue
-                claim = worker.queue.claim()
+                claim = worker.queue.claim(worker_id=worker.worker_id)
                 if claim.job is not None:
                     worker.process(claim.job)
                     if threading.current_thread() in worker.stuck:
