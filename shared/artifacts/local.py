@@ -74,7 +74,10 @@ class LocalStore:
         manifest, raw = layout.manifest_to_publish(project_id, job_id, Path(src_dir))
         project_dir = final.parent
         project_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".tmp-{job_id}-", dir=project_dir))
+        # Staged beside the source when on the same disk (a worker's scratch folder): a publish
+        # cut short by a kill leaves its copy where the worker's start-up sweep removes it.
+        beside = os.stat(src_dir).st_dev == os.stat(project_dir).st_dev
+        staging = Path(tempfile.mkdtemp(prefix=f".tmp-{job_id}-", dir=src_dir if beside else project_dir))
         try:
             for entry in manifest["files"]:
                 files.copy_synced(Path(src_dir) / entry["name"], staging / entry["name"])
