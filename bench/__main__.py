@@ -12,7 +12,7 @@ import sys
 import time
 import traceback
 
-MODULES = ("queue_bench", "render_bench", "emulator_bench", "cold_start")
+MODULES = ("queue_bench", "render_bench", "emulator_bench", "cold_start", "local_store_bench")
 
 
 def run_one(name: str) -> str:
