@@ -128,9 +128,13 @@ def test_a_slow_s3_body_read_ends_within_its_bound(monkeypatch: pytest.MonkeyPat
     from shared.render import assets
 
     class TrickleBody:
+        reads = 0
+
         def read(self, n: int) -> bytes:
+            # 16 bytes each 50 ms, for 2 s in all
+            self.reads += 1
             time.sleep(0.05)
-            return b"\x89" * 16
+            return b"\x89" * 16 if self.reads <= 40 else b""
 
         def close(self) -> None:
             pass
