@@ -164,9 +164,12 @@ def test_a_stuck_render_fails_its_job_at_the_deadline_and_the_worker_goes_on(
 
     def render(request: JobRequest, out: Path, s: Settings, progress: Any) -> None:
         if request.job_id == "job-stuck":
-            # Blocked where no progress report comes: native code, a hung read.
+            # Blocked where no progress report comes: native code, a hung read; then it ends
+            # without another report.
             release.wait(60)
             finished_late.append(request.job_id)
+            write_file(out, None)
+            return
         write_file(out, progress)
 
     # Given a worker with one job loop, a job on its last attempt whose render gets stuck, and
