@@ -16,10 +16,12 @@ from bench import harness
 from shared import redis_client
 from shared.contract import JobRequest
 from shared.queue import JobQueue
+from shared.retention import caps
 from shared.settings import Settings
 
-# Retention both sides share: the service defaults (PREVIEW_KEEP_COMPLETED_*).
-KEEP_COMPLETED_COUNT = 100
+# Retention both sides share: the service defaults (PREVIEW_KEEP_COMPLETED_SECONDS, and the
+# count cap of completed jobs its memory budget gives).
+KEEP_COMPLETED_COUNT = caps(Settings()).completed
 KEEP_COMPLETED_SECONDS = 3600
 
 

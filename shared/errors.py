@@ -85,6 +85,12 @@ class QueueFull(PreviewError):
         return {"Retry-After": str(self.retry_after)}
 
 
+class RetentionFull(QueueFull):
+    """Finished jobs are at the count cap of their memory budget, every one still within its
+    retention period: admitting more would drop the record of a job a client may still poll.
+    The same answer as a full queue (429, `queue_full`, Retry-After: when the oldest ages out)."""
+
+
 class StoreUnavailable(PreviewError):
     """Redis (or the artifact store) cannot be reached."""
 

@@ -9,6 +9,8 @@ a single Redis Cluster slot.
     pq:{q}:delayed       zset   jobs backing off before a retry; score = due time (ms)
     pq:{q}:completed     zset   finished jobs; score = finish time (ms), trimmed by retention
     pq:{q}:failed        zset   dead letters; score = finish time (ms), trimmed by retention
+    pq:{q}:failedpayloads zset  failed jobs still holding their payload; score = finish time
+    pq:{q}:failedbytes   string bytes of those payloads (kept within their budget)
     pq:{q}:seq           string admission counter (FIFO order within a priority)
     pq:{q}:notify        list   wake-up tokens for idle workers blocked on BLPOP
     pq:{q}:workers       zset   worker id -> last heartbeat (ms)
@@ -70,6 +72,14 @@ class QueueKeys:
     @cached_property
     def failed(self) -> str:
         return f"{self.base}failed"
+
+    @cached_property
+    def failed_payloads(self) -> str:
+        return f"{self.base}failedpayloads"
+
+    @cached_property
+    def failed_bytes(self) -> str:
+        return f"{self.base}failedbytes"
 
     @cached_property
     def seq(self) -> str:

@@ -26,16 +26,17 @@ from redis.exceptions import (
 )
 
 from shared.contract import DEFAULT_PRIORITY
-from shared.errors import Conflict, LeaseLost, QueueFull, StoreUnavailable
+from shared.errors import Conflict, LeaseLost, QueueFull, RetentionFull, StoreUnavailable
 from shared.keys import NOTIFY_MAX, PRIORITY_RANK, SEQ_SPAN, STATES, QueueKeys
 from shared.models import AdmitResult, JobStatus, QueueCounts
 from shared.redis_client import MAX_BLOCK_SECONDS, RedisClient, ScriptRunner
+from shared.retention import REASON_MAX_BYTES, STACKTRACE_MAX_BYTES, caps, clip
 from shared.settings import Settings
 
 _SCRIPT_NAMES = ("admit", "claim", "heartbeat", "complete", "fail", "release", "recover", "alive")
 
 
-_RETENTION_USERS = {"complete", "fail", "recover"}
+_RETENTION_USERS = {"admit", "complete", "fail", "recover"}
 
 
 def _load_script(name: str) -> str:
@@ -121,6 +122,7 @@ class JobQueue:
         self.blocking_redis = blocking_client
         self.settings = settings
         self.keys = QueueKeys(settings.queue_name)
+        self.caps = caps(settings)
         self._scripts = {name: client.register_script(src) for name, src in SCRIPT_SOURCES.items()}
         self._runner = ScriptRunner(client)
 
@@ -141,19 +143,22 @@ class JobQueue:
         """Store and enqueue a validated payload in one atomic step.
 
         Identical replay of a known jobId returns the existing job; a different payload under
-        the same jobId raises `Conflict`; a full backlog raises `QueueFull`."""
+        the same jobId raises `Conflict`; a full backlog raises `QueueFull`, and finished jobs
+        at their cap (all still within their age) `RetentionFull`."""
         job_id = payload["jobId"]
         priority = payload.get("priority", DEFAULT_PRIORITY)
         attempts_max = payload.get("attempts") or self.settings.job_attempts
         document = canonical_json(payload)
+        s, k = self.settings, self.keys
         with redis_errors():
-            code, detail = self._script(
+            code, detail, *cap = self._script(
                 "admit",
-                keys=[self.keys.job(job_id), self.keys.waiting, self.keys.delayed, self.keys.seq,
-                      self.keys.notify],
+                keys=[k.job(job_id), k.waiting, k.delayed, k.seq, k.notify, k.active, k.completed, k.failed,
+                      k.failed_payloads, k.failed_bytes],
                 args=[job_id, payload_hash(document), document, PRIORITY_RANK[priority],
-                      priority, attempts_max, self.settings.queue_max, payload["projectId"], SEQ_SPAN,
-                      NOTIFY_MAX],
+                      priority, attempts_max, s.queue_max, payload["projectId"], SEQ_SPAN,
+                      NOTIFY_MAX, k.job_prefix, s.keep_completed_seconds * 1000, self.caps.completed,
+                      s.keep_failed_seconds * 1000, self.caps.failed],
             )
         code = int(code)
         if code == 0:
@@ -164,6 +169,11 @@ class JobQueue:
             raise Conflict(
                 f"job {job_id!r} already exists with a different payload", jobId=job_id, state=detail
             )
+        if code == 4:
+            which, limit = cap
+            raise RetentionFull(
+                f"queue {self.name!r} keeps {limit} {which} jobs for their retention period and all are "
+                f"recent; try again later", retry_after=max(1, -(-int(detail) // 1000)), limit=int(limit))
         raise QueueFull(
             f"queue {self.name!r} is full ({detail} jobs waiting, limit {self.settings.queue_max})",
             retry_after=self._retry_after_seconds(),
@@ -272,7 +282,7 @@ class JobQueue:
             done = self._script("complete", 
                 keys=[self.keys.job(job.id), self.keys.active, self.keys.completed],
                 args=[job.id, job.token, self.keys.job_prefix, s.keep_completed_seconds * 1000,
-                      s.keep_completed_count, json.dumps(result or {})],
+                      self.caps.completed, json.dumps(result or {})],
             )
         if not int(done):
             raise LeaseLost(f"lease on job {job.id!r} was lost before completion")
@@ -282,10 +292,12 @@ class JobQueue:
         s = self.settings
         delay = backoff_delay_ms(s.backoff_ms, job.attempts_made + 1)
         with redis_errors():
-            state, _attempts = self._script("fail", 
-                keys=[self.keys.job(job.id), self.keys.active, self.keys.delayed, self.keys.failed],
-                args=[job.id, job.token, self.keys.job_prefix, reason[:2000], stacktrace[-8000:],
-                      1 if retryable else 0, delay, s.keep_failed_seconds * 1000, s.keep_failed_count],
+            state, _attempts = self._script("fail",
+                keys=[self.keys.job(job.id), self.keys.active, self.keys.delayed, self.keys.failed,
+                      self.keys.failed_payloads, self.keys.failed_bytes],
+                args=[job.id, job.token, self.keys.job_prefix, clip(reason, REASON_MAX_BYTES),
+                      clip(stacktrace, STACKTRACE_MAX_BYTES, tail=True), 1 if retryable else 0, delay,
+                      s.keep_failed_seconds * 1000, self.caps.failed, self.caps.failed_payload_bytes],
             )
         if state == "lost":
             raise LeaseLost(f"lease on job {job.id!r} was lost before recording the failure")
@@ -310,9 +322,11 @@ class JobQueue:
         with redis_errors():
             requeued, failed = self._script("recover",
                 keys=[self.keys.active, self.keys.waiting, self.keys.failed, self.keys.notify,
-                      self.keys.completed, self.keys.alive, self.keys.checked],
-                args=[self.keys.job_prefix, limit, s.keep_failed_seconds * 1000, s.keep_failed_count,
-                      s.keep_completed_seconds * 1000, s.keep_completed_count, s.worker_liveness_ms],
+                      self.keys.completed, self.keys.alive, self.keys.checked, self.keys.failed_payloads,
+                      self.keys.failed_bytes],
+                args=[self.keys.job_prefix, limit, s.keep_failed_seconds * 1000, self.caps.failed,
+                      s.keep_completed_seconds * 1000, self.caps.completed, s.worker_liveness_ms,
+                      self.caps.failed_payload_bytes],
             )
         return list(requeued), list(failed)
 

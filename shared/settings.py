@@ -43,9 +43,12 @@ class Settings(BaseModel):
     # killed, or cut off from Redis) its jobs go back to waiting at once, lease or not.
     worker_liveness_ms: Annotated[int, Field(alias="PREVIEW_WORKER_LIVENESS_MS", ge=600, le=600_000)] = 3000
     keep_completed_seconds: Annotated[int, Field(alias="PREVIEW_KEEP_COMPLETED_SECONDS", ge=0)] = 3600
-    keep_completed_count: Annotated[int, Field(alias="PREVIEW_KEEP_COMPLETED_COUNT", ge=1)] = 100
+    # Unset: sized from PREVIEW_FINISHED_MEMORY_MB (shared/retention.py).
+    keep_completed_count: Annotated[int | None, Field(alias="PREVIEW_KEEP_COMPLETED_COUNT", ge=1)] = None
     keep_failed_seconds: Annotated[int, Field(alias="PREVIEW_KEEP_FAILED_SECONDS", ge=0)] = 86_400
-    keep_failed_count: Annotated[int, Field(alias="PREVIEW_KEEP_FAILED_COUNT", ge=1)] = 100
+    keep_failed_count: Annotated[int | None, Field(alias="PREVIEW_KEEP_FAILED_COUNT", ge=1)] = None
+    # Redis memory for finished jobs, which sizes their count caps.
+    finished_memory_mb: Annotated[float, Field(alias="PREVIEW_FINISHED_MEMORY_MB", gt=0, le=1_000_000)] = 64
     redis_timeout_ms: Annotated[int, Field(alias="PREVIEW_REDIS_TIMEOUT_MS", ge=50, le=30_000)] = 750
     max_body_bytes: Annotated[int, Field(alias="PREVIEW_MAX_BODY_BYTES", ge=1024, le=6_291_456)] = 262_144
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import redis
 
-from shared.errors import Conflict, LeaseLost, QueueFull
+from shared.errors import Conflict, LeaseLost, QueueFull, RetentionFull
 from shared.keys import QueueKeys
 from shared.queue import JobQueue, backoff_delay_ms
 from shared.settings import Settings
@@ -168,10 +168,11 @@ def test_release_returns_job_without_an_attempt(redis_url: str) -> None:
     assert queue.claim().job.id == "job-1"  # type: ignore[union-attr]
 
 
-def test_retention_keeps_memory_bounded(redis_url: str, rdb: redis.Redis) -> None:
+def test_finished_jobs_at_their_cap_refuse_admission_rather_than_drop_a_record(redis_url: str,
+                                                                               rdb: redis.Redis) -> None:
     queue = make_queue(redis_url, PREVIEW_QUEUE_MAX="1000", PREVIEW_KEEP_COMPLETED_COUNT="5",
                        PREVIEW_KEEP_FAILED_COUNT="3", PREVIEW_KEEP_COMPLETED_SECONDS="3600")
-    for n in range(12):
+    for n in range(6):
         queue.admit(job(n))
         claimed = queue.claim().job
         assert claimed is not None
@@ -179,26 +180,34 @@ def test_retention_keeps_memory_bounded(redis_url: str, rdb: redis.Redis) -> Non
             queue.fail(claimed, "boom", retryable=False)
         else:
             queue.complete(claimed)
-    counts = queue.counts()
-    assert (counts.completed, counts.failed, counts.total) == (5, 3, 8)
-    keys = QueueKeys("preview-jobs")
-    assert len(rdb.keys(keys.job_prefix + "*")) == 8
-    # The newest are the ones kept.
-    assert queue.status("job-10") is not None and queue.status("job-0") is None
-    assert queue.status("job-11") is not None and queue.status("job-1") is None
+    # Given 3 failed jobs (the cap) all within their 24 h: one more job could fail and need a 4th
+    with pytest.raises(RetentionFull) as full:
+        queue.admit(job(6))
+    assert full.value.status_code == 429 and full.value.code == "queue_full"
+    # Retry-After: when the oldest failed job ages out (24 h from now)
+    assert 86_000 <= int(full.value.headers()["Retry-After"]) <= 86_400
+    assert full.value.details["limit"] == 3
+    # Then nothing was dropped: every finished job is still readable, and a replay still answers
+    assert all(queue.status(f"job-{n}") is not None for n in range(6))
+    assert not queue.admit(job(0)).created
+    assert len(rdb.keys(QueueKeys("preview-jobs").job_prefix + "*")) == 6
 
 
-def test_jobs_finishing_in_one_millisecond_keep_their_order(redis_url: str, rdb: redis.Redis) -> None:
+def test_lowering_a_cap_trims_the_oldest(redis_url: str, rdb: redis.Redis) -> None:
     # Ids that sort opposite to finishing order: ties broken by id would keep the wrong ones.
-    queue = make_queue(redis_url, PREVIEW_QUEUE_MAX="1000", PREVIEW_KEEP_COMPLETED_COUNT="5")
+    queue = make_queue(redis_url, PREVIEW_QUEUE_MAX="1000")
     ids = [f"z{99 - n:02d}" for n in range(30)]
     for job_id in ids:
         queue.admit({**job(0), "jobId": job_id})
-    for _ in ids:
+    for _ in ids[:-1]:
         queue.complete(queue.claim().job)  # type: ignore[arg-type]
+    # Given a cap lowered below the records kept (a configuration change), memory stays bounded
+    lowered = make_queue(redis_url, PREVIEW_QUEUE_MAX="1000", PREVIEW_KEEP_COMPLETED_COUNT="5")
+    lowered.complete(lowered.claim().job)  # type: ignore[arg-type]
     kept = rdb.zrange(QueueKeys("preview-jobs").completed, 0, -1, withscores=True)
     assert [job_id for job_id, _ in kept] == ids[-5:]
     assert [score for _, score in kept] == sorted({score for _, score in kept})  # strictly increasing
+    assert len(rdb.keys(QueueKeys("preview-jobs").job_prefix + "*")) == 5
 
 
 @pytest.mark.slow

@@ -3,9 +3,9 @@
 -- worker that claimed it with liveness let that lapse (killed, or cut off from Redis).
 -- Then apply retention to the finished jobs, so that jobs age out on schedule even while no
 -- other job finishes.
--- KEYS: active, waiting, failed, notify, completed, alive, checked
+-- KEYS: active, waiting, failed, notify, completed, alive, checked, failedPayloads, failedBytes
 -- ARGV: jobPrefix, limit, keepFailedMs, keepFailedCount, keepCompletedMs, keepCompletedCount,
---       livenessMs
+--       livenessMs, failedPayloadBudget
 -- Returns {requeuedIds, failedIds}.
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
@@ -21,7 +21,9 @@ local function take_back(id, why)
   if attempts >= tonumber(info[1]) then
     redis.call('HSET', key, 'state', 'failed', 'finishedOn', string.format('%d', now),
       'stacktrace', '')
-    redis.call('ZADD', KEYS[3], finished_score(t), id)
+    local score = finished_score(t)
+    redis.call('ZADD', KEYS[3], score, id)
+    keep_failed_payload(KEYS[8], KEYS[9], ARGV[1], id, score, tonumber(ARGV[8]))
     failed[#failed + 1] = id
   else
     redis.call('HSET', key, 'state', 'waiting', 'progress', 0)
@@ -65,6 +67,6 @@ if #dead > 0 then
   end
 end
 
-apply_retention(KEYS[3], ARGV[1], now, tonumber(ARGV[3]), tonumber(ARGV[4]))
+apply_retention(KEYS[3], ARGV[1], now, tonumber(ARGV[3]), tonumber(ARGV[4]), KEYS[8], KEYS[9])
 apply_retention(KEYS[5], ARGV[1], now, tonumber(ARGV[5]), tonumber(ARGV[6]))
 return {requeued, failed}
