@@ -74,9 +74,9 @@ def png(colour: tuple[int, int, int]) -> str:
 
 
 def small_job(n: int) -> dict[str, Any]:
-    """A real render of a few tenths of a second: 320x180, 16 s in 8 steps, every other with an image."""
+    """A real render of a few tenths of a second: 320x180, 24 s in 12 steps, every other with an image."""
     steps = [{"title": f"Step {k}", "text": "Fold the strip and join its ends.", "durationSec": 2,
-              **({"asset": "img"} if k % 2 else {})} for k in range(8)]
+              **({"asset": "img"} if k % 2 else {})} for k in range(12)]
     return {"jobId": f"chaos-{n:02d}", "projectId": PROJECT, "requestId": f"req-{n}", "dryRun": False,
             "previewRequest": {"steps": steps, "assets": [{"id": "img", "type": "image",
                                                            "uri": png((30 * (n % 8), 120, 200))}],
@@ -102,9 +102,10 @@ class Workers:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.started: dict[int, float] = {}
 
-    def start(self) -> subprocess.Popen[bytes]:
+    def start(self, *, code: str | None = None, **extra: str) -> subprocess.Popen[bytes]:
+        command = ["-c", code] if code else ["-m", "functions.render_worker"]
         with (self.logs / f"worker-{len(self.procs)}.log").open("wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "functions.render_worker"], cwd=ROOT, env=self.env,
+            proc = subprocess.Popen([sys.executable, *command], cwd=ROOT, env={**self.env, **extra},
                                     stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         self.started[proc.pid] = time.monotonic()
@@ -230,6 +231,72 @@ def test_workers_killed_at_random_while_a_batch_drains(redis_url: str, tmp_path:
                f"{len(completed_set)} completed (completion logged once for {len(completions)} jobs, "
                f"never twice); {len(ids)} artifact sets, each matching its manifest; 0 failed; "
                f"0 scratch or staging folders left")
+    finally:
+        workers.kill_all()
+        queue.redis.close()
+
+
+# The worker process as users run it, but each publish stops after copying its first file.
+STALLED_PUBLISH = """
+import os, sys, time
+from pathlib import Path
+from shared.artifacts import files
+copy = files.copy_synced
+def stalled(src, dst):
+    copy(src, dst)
+    Path(os.environ["PUBLISH_MARK"]).write_text(str(dst.parent))
+    time.sleep(600)
+files.copy_synced = stalled
+from functions.render_worker.__main__ import main
+sys.exit(main())
+"""
+
+
+def test_a_worker_killed_while_publishing_leaves_nothing_behind(redis_url: str, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    data_dir = tmp_path / "data"
+    env = {**os.environ, "REDIS_URL": redis_url, "DATA_DIR": str(data_dir), "PREVIEW_LEASE_MS": "2000",
+           "PREVIEW_WORKER_CONCURRENCY": "1", "PREVIEW_METRICS_PORT": "0", "PREVIEW_BACKOFF_MS": "100"}
+    monkeypatch.setenv("DATA_DIR", env["DATA_DIR"])
+    wiring.reset()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    workers = Workers(env, logs)
+    queue = JobQueue(redis.Redis.from_url(redis_url, decode_responses=True), Settings.from_env(env))
+    mark = tmp_path / "publishing"
+    try:
+        enqueue(small_job(0))
+        # Given a worker killed with SIGKILL halfway through publishing the artifacts
+        stalled = workers.start(code=STALLED_PUBLISH, PUBLISH_MARK=str(mark))
+        deadline = time.monotonic() + 60
+        while not mark.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        staging = Path(mark.read_text())
+        assert staging.is_dir() and staging.name.startswith(".tmp-")
+        stalled.send_signal(signal.SIGKILL)
+        stalled.wait(10)
+        # When the next worker runs, renders the job again and stops
+        workers.start()
+        deadline = time.monotonic() + 60
+        while (s := queue.status("chaos-00")) is not None and s.state != "completed":
+            assert time.monotonic() < deadline, s
+            time.sleep(0.05)
+        running = workers.alive()
+        workers.wait_up(queue, running)
+        for proc in running:
+            proc.send_signal(signal.SIGTERM)
+        assert [proc.wait(30) for proc in running] == [0] * len(running)
+        # Then the job has one artifact set, and the half-published copy is gone with the
+        # killed worker's scratch space
+        status = queue.status("chaos-00")
+        assert status is not None and (status.state, status.attemptsMade) == ("completed", 2)
+        folder = data_dir / "previews" / PROJECT / "chaos-00"
+        manifest = json.loads((folder / layout.MANIFEST).read_text())
+        assert sorted(p.name for p in folder.iterdir()) == sorted([*(e["name"] for e in manifest["files"]),
+                                                                   layout.MANIFEST])
+        assert not staging.exists()
+        assert not [p for p in data_dir.rglob("*") if p.name.startswith((".tmp-", ".old-", ".del-"))]
+        assert list((data_dir / "tmp").iterdir()) == []
     finally:
         workers.kill_all()
         queue.redis.close()
