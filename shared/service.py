@@ -8,7 +8,7 @@ import time
 from datetime import UTC
 from typing import Any, Protocol
 
-from shared import contract, disk
+from shared import contract, disk, retention
 from shared.artifacts import ArtifactStore, layout
 from shared.errors import ArtifactPruned, JobNotCompleted, JobNotFound, StoreUnavailable
 from shared.models import (
@@ -121,6 +121,12 @@ def health(queue: JobQueue, settings: Settings) -> HealthReport:
         problems.append(f"no worker heartbeat in the last {settings.worker_stale_seconds} s")
     if low_disk:
         problems.append(f"{low_disk}: the worker claims no job")
+    unfinished = counts.waiting + counts.delayed + counts.active
+    caps = retention.caps(settings)
+    for state, kept, cap in (("completed", counts.completed, caps.completed), ("failed", counts.failed, caps.failed)):
+        if kept + unfinished >= cap:
+            problems.append(f"{kept} {state} jobs kept, the cap PREVIEW_FINISHED_MEMORY_MB gives is {cap}: "
+                            "admission answers 429 until the oldest age out")
     return HealthReport(
         status="unhealthy" if problems else "healthy",
         timestamp=utc_now_iso(),

@@ -208,3 +208,18 @@ def test_worst_case_memory_per_thousand_finished_jobs(redis_url: str, rdb: redis
     assert completed <= retention.COMPLETED_RECORD_BYTES
     assert failed_records <= retention.FAILED_RECORD_BYTES
     assert payloads <= queue.caps.failed_payload_bytes
+
+
+def test_health_says_when_finished_jobs_hold_admission_back(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PREVIEW_KEEP_FAILED_COUNT", "2")
+    wiring.reset()
+    queue = wiring.services().queue
+    queue.record_worker("w-1")
+    for n in range(2):
+        assert enqueue(small_job(f"bad-{n}"))["statusCode"] == 202
+    finish_all(queue, fail_every=1)
+    response = invoke("worker_health", load_event("worker_health", "healthy"))
+    assert response["statusCode"] == 503
+    assert body(response)["problems"] == [
+        "2 failed jobs kept, the cap PREVIEW_FINISHED_MEMORY_MB gives is 2: admission answers 429 until the oldest "
+        "age out"]
