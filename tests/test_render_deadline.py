@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import redis
 
-from shared import wiring
+from shared import prometheus_metrics, wiring
 from shared.contract import JobRequest
 from shared.errors import TransientRenderError
 from shared.models import JobStatus
@@ -76,6 +76,11 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.0
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+def stuck_renders() -> float:
+    sample = prometheus_metrics.REGISTRY.get_sample_value("preview_failures_total", {"component": "stuck_render"})
+    return sample or 0
 
 
 def state_of(job_id: str) -> JobStatus | None:
@@ -176,6 +181,7 @@ def test_a_stuck_render_fails_its_job_at_the_deadline_and_the_worker_goes_on(
     # a job behind it
     queue().admit(payload("stuck", attempts=1))
     queue().admit(payload("next"))
+    stuck_before = stuck_renders()
     store = FolderStore()
     worker = Worker(settings, queue(), store, render=render)
     started = time.monotonic()
@@ -186,6 +192,7 @@ def test_a_stuck_render_fails_its_job_at_the_deadline_and_the_worker_goes_on(
     print(f"stuck render's job failed after {took:.2f} s (deadline 1 s, grace {OVERRUN_GRACE_S} s)")
     assert failed.failedReason == "render deadline exceeded (1s)" and failed.attemptsMade == 1
     assert took < 1 + OVERRUN_GRACE_S + MARGIN_S
+    assert stuck_renders() == stuck_before + 1
     # And the next job is rendered while the stuck render still blocks its thread
     wait_for(lambda: (s := state_of("job-next")) and s.state == "completed", 10)
     assert not finished_late and store.published == ["job-next"]

@@ -125,6 +125,7 @@ class JobRunner:
         the run mode replace the job thread it holds."""
         job = lease.job
         seconds = time.monotonic() - lease.started
+        record_failure("stuck_render")
         logger.error("render stuck past its deadline; its job is failed and the render abandoned",
                      extra={"jobId": job.id, "deadlineSeconds": lease.limit_s, "seconds": round(seconds, 3),
                             "jobThread": lease.thread.name})
@@ -134,6 +135,8 @@ class JobRunner:
         except StoreUnavailable:
             # Unrenewed, the lease runs out and recovery counts the attempt.
             logger.warning("redis unreachable; the stuck job's lease will expire", extra={"jobId": job.id})
+        except Exception:
+            logger.exception("recording the stuck job's failure failed", extra={"jobId": job.id})
         if outcome is not None and outcome.counted:
             record_job(outcome, seconds)
         else:
