@@ -91,23 +91,36 @@ def state_of(job_id: str) -> JobStatus | None:
     return queue().status(job_id)
 
 
-@pytest.fixture
-def forever() -> Iterator[Callable[[Worker], threading.Thread]]:
-    """Run workers in process mode on threads; stopped (and joined) at the end."""
-    started: list[tuple[Worker, threading.Thread]] = []
-    results: dict[int, int] = {}
+class Running:
+    """A worker in process mode on a thread of its own, and the exit status it returned."""
 
-    def run(worker: Worker, concurrency: int = 1) -> threading.Thread:
-        thread = threading.Thread(target=lambda: results.__setitem__(id(worker), worker.run_forever(concurrency)))
-        thread.results = results  # type: ignore[attr-defined]
-        thread.start()
-        started.append((worker, thread))
-        return thread
+    def __init__(self, worker: Worker, concurrency: int) -> None:
+        self.worker = worker
+        self.code: int | None = None
+        self.thread = threading.Thread(target=self._run, args=(concurrency,))
+        self.thread.start()
+
+    def _run(self, concurrency: int) -> None:
+        self.code = self.worker.run_forever(concurrency)
+
+    def stop(self, timeout: float = 20) -> int | None:
+        self.worker.stop()
+        self.thread.join(timeout)
+        return self.code
+
+
+@pytest.fixture
+def forever() -> Iterator[Callable[..., Running]]:
+    """Start workers in process mode on threads; stopped at the end."""
+    started: list[Running] = []
+
+    def run(worker: Worker, concurrency: int = 1) -> Running:
+        started.append(Running(worker, concurrency))
+        return started[-1]
 
     yield run
-    for worker, thread in started:
-        worker.stop()
-        thread.join(20)
+    for running in started:
+        running.stop()
 
 
 # -- the deadline itself -------------------------------------------------------------------
@@ -166,7 +179,7 @@ def test_a_slow_s3_body_read_ends_within_its_bound(monkeypatch: pytest.MonkeyPat
 
 @pytest.mark.slow
 def test_a_stuck_render_fails_its_job_at_the_deadline_and_the_worker_goes_on(
-        redis_url: str, monkeypatch: pytest.MonkeyPatch, forever: Callable[..., threading.Thread]) -> None:
+        redis_url: str, monkeypatch: pytest.MonkeyPatch, forever: Callable[..., Running]) -> None:
     settings = configure(monkeypatch, PREVIEW_RENDER_DEADLINE_SECONDS="1", PREVIEW_BACKOFF_MS="100")
     release = threading.Event()
     finished_late: list[str] = []
@@ -212,14 +225,12 @@ def test_a_stuck_render_fails_its_job_at_the_deadline_and_the_worker_goes_on(
     queue().admit(payload("after"))
     wait_for(lambda: (s := state_of("job-after")) and s.state == "completed", 10)
     assert len(set(job_loops()) - loops_before) == 1
-    worker.stop()
-    runner.join(20)
-    assert runner.results[id(worker)] == 0  # type: ignore[attr-defined]
+    assert runner.stop() == 0
 
 
 @pytest.mark.slow
 def test_a_render_that_reports_progress_but_never_ends_is_stopped_and_retried(
-        redis_url: str, monkeypatch: pytest.MonkeyPatch, forever: Callable[..., threading.Thread]) -> None:
+        redis_url: str, monkeypatch: pytest.MonkeyPatch, forever: Callable[..., Running]) -> None:
     settings = configure(monkeypatch, PREVIEW_RENDER_DEADLINE_SECONDS="1", PREVIEW_BACKOFF_MS="1000")
     calls: list[str] = []
     stopped: list[BaseException] = []
@@ -257,7 +268,7 @@ def test_a_render_that_reports_progress_but_never_ends_is_stopped_and_retried(
 
 @pytest.mark.slow
 def test_normal_renders_within_their_deadline_are_unaffected(
-        redis_url: str, monkeypatch: pytest.MonkeyPatch, forever: Callable[..., threading.Thread]) -> None:
+        redis_url: str, monkeypatch: pytest.MonkeyPatch, forever: Callable[..., Running]) -> None:
     settings = configure(monkeypatch, PREVIEW_RENDER_DEADLINE_SECONDS="3")
 
     def render(request: JobRequest, out: Path, s: Settings, progress: Any) -> None:
@@ -279,7 +290,7 @@ def test_normal_renders_within_their_deadline_are_unaffected(
 
 @pytest.mark.slow
 def test_more_stuck_renders_than_job_loops_make_the_worker_exit_non_zero(
-        redis_url: str, monkeypatch: pytest.MonkeyPatch, forever: Callable[..., threading.Thread]) -> None:
+        redis_url: str, monkeypatch: pytest.MonkeyPatch, forever: Callable[..., Running]) -> None:
     settings = configure(monkeypatch, PREVIEW_RENDER_DEADLINE_SECONDS="1")
     release = threading.Event()
 
@@ -292,9 +303,9 @@ def test_more_stuck_renders_than_job_loops_make_the_worker_exit_non_zero(
     try:
         runner = forever(worker)
         # One stuck render is replaced by a fresh loop; a second one stuck at once ends the process
-        runner.join(2 * (1 + OVERRUN_GRACE_S) + 15)
-        assert not runner.is_alive()
-        assert runner.results[id(worker)] == STUCK_EXIT_CODE  # type: ignore[attr-defined]
+        runner.thread.join(2 * (1 + OVERRUN_GRACE_S) + 15)
+        assert not runner.thread.is_alive()
+        assert runner.code == STUCK_EXIT_CODE
         states = {n: state_of(f"job-{n}").state for n in range(3)}  # type: ignore[union-attr]
         assert states == {0: "failed", 1: "failed", 2: "waiting"}
         assert state_of("job-0").failedReason == "render deadline exceeded (1s)"  # type: ignore[union-attr]
