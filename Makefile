@@ -54,6 +54,7 @@ package-report:
 
 # `sam build` calls build-<LogicalId> for every function (Metadata: BuildMethod: makefile).
 FUNCTIONS := EnqueueJobFunction JobStatusFunction JobArtifactFunction QueueMetricsFunction \
-	WorkerHealthFunction RenderWorkerFunction HealthProbeFunction
+	WorkerHealthFunction ListJobsFunction JobDetailFunction RetryJobFunction CancelJobFunction \
+	RenderWorkerFunction HealthProbeFunction
 $(addprefix build-,$(FUNCTIONS)):
 	$(BUILD_PYTHON) -m deploy.package --function $(@:build-%=%) --into "$(ARTIFACTS_DIR)"

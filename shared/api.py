@@ -26,6 +26,8 @@ JSON = "application/json"
 JOB_ROUTE = "/api/preview/job"
 QUEUE_METRICS_ROUTE = "/api/preview/queue/metrics"
 WORKER_HEALTH_ROUTE = "/api/preview/worker/health"
+# Operator routes: list jobs by state; one job's detail, retry and cancel are under JOB_ROUTE.
+JOBS_ROUTE = "/api/preview/jobs"
 
 
 def job_url(origin: str, job_id: str, what: str) -> str:

@@ -3,7 +3,8 @@
 All keys of one queue share the hash tag ``{<queue name>}`` so that each Lua script touches
 a single Redis Cluster slot.
 
-    pq:{q}:job:<jobId>   hash   one job: payload, state, attempts, timestamps, lease token
+    pq:{q}:job:<jobId>   hash   one job: payload, state, attempts, timestamps, lease token,
+                                and `history` (JSON: the failures before each retry)
     pq:{q}:waiting       zset   jobs ready to run; score = priority rank * 1e13 + admission seq
     pq:{q}:active        zset   claimed jobs; score = lease deadline (ms since epoch)
     pq:{q}:delayed       zset   jobs backing off before a retry; score = due time (ms)
@@ -34,6 +35,15 @@ STATES = ("waiting", "active", "delayed", "completed", "failed")
 
 # Wake-up tokens beyond this many are useless: every idle worker already has one.
 NOTIFY_MAX = 1000
+
+# A retried job keeps its earlier failures in its `history` field: the last HISTORY_MAX, each
+# reason clipped to HISTORY_REASON_BYTES (the full last reason and stack trace are in the hash
+# until the retry).
+HISTORY_MAX = 10
+HISTORY_REASON_BYTES = 256
+
+# Listing: pickup order for the unfinished states, newest first for the finished ones.
+NEWEST_FIRST = ("completed", "failed")
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -62,7 +64,30 @@ class QueueCounts(ApiModel):
     total: int
 
 
-class JobStatus(ApiModel):
+class HistoryEntry(ApiModel):
+    """One failure of a job before an operator retried it."""
+
+    attemptsMade: int
+    failedReason: str | None
+    finishedOn: str | None
+    retriedOn: str | None
+
+
+def _history(text: str | None) -> list[HistoryEntry]:
+    try:
+        entries = json.loads(text) if text else []
+    except ValueError:
+        return []
+    if not isinstance(entries, list):  # cjson writes an empty table as {}
+        return []
+    return [HistoryEntry(attemptsMade=int(e.get("attemptsMade") or 0), failedReason=e.get("failedReason") or None,
+                         finishedOn=iso_ms(e.get("finishedOn")), retriedOn=iso_ms(e.get("retriedOn")))
+            for e in entries if isinstance(e, dict)]
+
+
+class JobSummary(ApiModel):
+    """A job as the operator's listing shows it (read without its payload)."""
+
     jobId: str
     projectId: str
     state: JobState
@@ -75,21 +100,74 @@ class JobStatus(ApiModel):
     finishedOn: str | None
     failedReason: str | None
 
+    # The hash fields these come from (the listing reads only these).
+    FIELDS: ClassVar[tuple[str, ...]] = ("id", "projectId", "state", "priority", "progress", "attemptsMade",
+                                         "attemptsMax", "createdAt", "processedOn", "finishedOn", "failedReason")
+
     @classmethod
-    def from_hash(cls, fields: dict[str, str]) -> JobStatus:
-        return cls(
-            jobId=fields["id"],
-            projectId=fields.get("projectId", ""),
-            state=fields["state"],  # type: ignore[arg-type]
-            priority=fields.get("priority", DEFAULT_PRIORITY),
-            progress=int(float(fields.get("progress") or 0)),
-            attemptsMade=int(fields.get("attemptsMade") or 0),
-            attemptsMax=int(fields.get("attemptsMax") or 1),
-            createdAt=iso_ms(fields.get("createdAt")),
-            processedOn=iso_ms(fields.get("processedOn")),
-            finishedOn=iso_ms(fields.get("finishedOn")),
-            failedReason=fields.get("failedReason") or None,
-        )
+    def _values(cls, fields: Mapping[str, str | None]) -> dict[str, Any]:
+        return {
+            "jobId": fields["id"],
+            "projectId": fields.get("projectId") or "",
+            "state": fields["state"],
+            "priority": fields.get("priority") or DEFAULT_PRIORITY,
+            "progress": int(float(fields.get("progress") or 0)),
+            "attemptsMade": int(fields.get("attemptsMade") or 0),
+            "attemptsMax": int(fields.get("attemptsMax") or 1),
+            "createdAt": iso_ms(fields.get("createdAt")),
+            "processedOn": iso_ms(fields.get("processedOn")),
+            "finishedOn": iso_ms(fields.get("finishedOn")),
+            "failedReason": fields.get("failedReason") or None,
+        }
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, str | None]) -> JobSummary:
+        return cls(**cls._values(fields))
+
+
+class JobStatus(JobSummary):
+    """What the status route answers: the job, and the failures an operator retried it after."""
+
+    history: list[HistoryEntry] = []
+
+    FIELDS: ClassVar[tuple[str, ...]] = (*JobSummary.FIELDS, "history")
+
+    @classmethod
+    def from_hash(cls, fields: Mapping[str, str | None]) -> JobStatus:
+        return cls(**cls._values(fields), history=_history(fields.get("history")))
+
+
+class RequestSummary(ApiModel):
+    """What a job asks for, read from its payload (which a completed job no longer holds)."""
+
+    requestId: str
+    title: str | None
+    dryRun: bool
+    steps: int
+    durationSec: float
+    assets: int
+    format: str
+    resolution: str
+    fps: int
+    includeCaptions: bool
+
+
+class JobDetail(JobStatus):
+    """The operator's view of one job: its status with the stack trace of its failure, the
+    worker holding it while active, and a summary of its payload while the job keeps one."""
+
+    stacktrace: str | None
+    worker: str | None
+    request: RequestSummary | None
+
+
+class JobPage(ApiModel):
+    """One page of the jobs in a state; `nextCursor` asks for the next page (None: the last)."""
+
+    state: JobState
+    jobs: list[JobSummary]
+    nextCursor: str | None
+    counts: QueueCounts
 
 
 class AdmitResult(ApiModel):

@@ -26,17 +26,27 @@ from redis.exceptions import (
 )
 
 from shared.contract import DEFAULT_PRIORITY
-from shared.errors import Conflict, LeaseLost, QueueFull, RetentionFull, StoreUnavailable
-from shared.keys import NOTIFY_MAX, PRIORITY_RANK, SEQ_SPAN, STATES, QueueKeys
-from shared.models import AdmitResult, JobStatus, QueueCounts
+from shared.errors import Conflict, JobNotFound, LeaseLost, QueueFull, RetentionFull, StoreUnavailable
+from shared.keys import (
+    HISTORY_MAX,
+    HISTORY_REASON_BYTES,
+    NEWEST_FIRST,
+    NOTIFY_MAX,
+    PRIORITY_RANK,
+    SEQ_SPAN,
+    STATES,
+    QueueKeys,
+)
+from shared.models import AdmitResult, JobStatus, JobSummary, QueueCounts
 from shared.redis_client import MAX_BLOCK_SECONDS, RedisClient, ScriptRunner
 from shared.retention import REASON_MAX_BYTES, STACKTRACE_MAX_BYTES, caps, clip
 from shared.settings import Settings
 
-_SCRIPT_NAMES = ("admit", "claim", "heartbeat", "complete", "fail", "release", "recover", "alive")
+_SCRIPT_NAMES = ("admit", "claim", "heartbeat", "complete", "fail", "release", "recover", "alive",
+                 "retry", "cancel", "list")
 
 
-_RETENTION_USERS = {"admit", "complete", "fail", "recover"}
+_RETENTION_USERS = {"admit", "complete", "fail", "recover", "cancel"}
 
 
 def _load_script(name: str) -> str:
@@ -363,3 +373,83 @@ class JobQueue:
             pipe.zrange(self.keys.workers, -1, -1, withscores=True)
             count, latest = pipe.execute()
         return int(count), (int(latest[0][1]) if latest else None)
+
+    # -- operator side -------------------------------------------------------------------
+
+    def list_jobs(self, state: str, limit: int, after: tuple[str, str] | None = None
+                  ) -> tuple[list[JobSummary], tuple[str, str] | None, QueueCounts]:
+        """One page of the jobs in `state` (pickup order; newest first when finished) after the
+        (score, id) position `after`, the position to continue from (None: no more), and the
+        counts, all read at one instant without the payloads."""
+        k = self.keys
+        score, last_id = after or ("", "")
+        with redis_errors():
+            more, counts, *entries = self._script("list",
+                keys=[k.state_key(state), k.waiting, k.active, k.delayed, k.completed, k.failed],
+                args=[k.job_prefix, 1 if state in NEWEST_FIRST else 0, limit, score, last_id, *JobSummary.FIELDS],
+            )
+        values = dict(zip(("waiting", "active", "delayed", "completed", "failed"), (int(c) for c in counts),
+                          strict=True))
+        jobs = [JobSummary.from_fields(dict(zip(JobSummary.FIELDS, fields, strict=True)))
+                for _, _, fields in entries]
+        position = (str(entries[-1][1]), str(entries[-1][0])) if int(more) and entries else None
+        return jobs, position, QueueCounts(name=self.name, total=sum(values.values()), **values)
+
+    def job_fields_all(self, job_id: str) -> dict[str, str] | None:
+        """Every field of a job's hash (its payload too), or None for an unknown job."""
+        with redis_errors():
+            fields: dict[str, str] = self.redis.hgetall(self.keys.job(job_id))  # type: ignore[assignment]
+        return fields if fields and "state" in fields else None
+
+    def _status_after(self, job_id: str) -> JobStatus:
+        fields = self.job_fields(job_id, *JobStatus.FIELDS)
+        if fields.get("state") is None:  # retention dropped it already
+            raise JobNotFound(f"no job {job_id!r}", jobId=job_id)
+        return JobStatus.from_hash(fields)
+
+    def retry(self, job_id: str) -> JobStatus:
+        """A failed job back to waiting with fresh attempts, its failure kept in its history.
+        `JobNotFound`, `Conflict` (not failed, or its payload shed), `QueueFull` (the backlog at
+        PREVIEW_QUEUE_MAX, as for admission)."""
+        k = self.keys
+        with redis_errors():
+            code, detail = self._script("retry",
+                keys=[k.job(job_id), k.failed, k.waiting, k.delayed, k.notify, k.failed_payloads, k.failed_bytes,
+                      k.seq],
+                args=[job_id, self.settings.queue_max, NOTIFY_MAX, HISTORY_MAX, HISTORY_REASON_BYTES, SEQ_SPAN,
+                      PRIORITY_RANK["high"], PRIORITY_RANK["normal"], PRIORITY_RANK["low"]],
+            )
+        code = int(code)
+        if code == 1:
+            raise JobNotFound(f"no job {job_id!r}", jobId=job_id)
+        if code == 2:
+            raise Conflict(f"job {job_id!r} is {detail}: only a failed job can be retried", jobId=job_id,
+                           state=detail)
+        if code == 3:
+            raise QueueFull(
+                f"queue {self.name!r} is full ({detail} jobs waiting, limit {self.settings.queue_max})",
+                retry_after=self._retry_after_seconds(), limit=self.settings.queue_max)
+        if code == 4:
+            raise Conflict(f"job {job_id!r} no longer holds its payload (failed jobs past their payload budget "
+                           "shed theirs), so it cannot run again; enqueue it under a new jobId", jobId=job_id,
+                           state="failed")
+        return self._status_after(job_id)
+
+    def cancel(self, job_id: str, reason: str) -> JobStatus:
+        """A waiting or delayed job dead-lettered with `reason` (its payload kept for a retry).
+        `JobNotFound`; `Conflict` for any other state (a running render is not cancelled)."""
+        s, k = self.settings, self.keys
+        with redis_errors():
+            code, detail = self._script("cancel",
+                keys=[k.job(job_id), k.waiting, k.delayed, k.failed, k.failed_payloads, k.failed_bytes],
+                args=[job_id, k.job_prefix, reason, s.keep_failed_seconds * 1000, self.caps.failed,
+                      self.caps.failed_payload_bytes],
+            )
+        code = int(code)
+        if code == 1:
+            raise JobNotFound(f"no job {job_id!r}", jobId=job_id)
+        if code == 2:
+            why = " (a running render cannot be cancelled)" if detail == "active" else ""
+            raise Conflict(f"job {job_id!r} is {detail}: only a waiting or delayed job can be cancelled{why}",
+                           jobId=job_id, state=detail)
+        return self._status_after(job_id)

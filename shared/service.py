@@ -4,22 +4,30 @@ it can run against fakes. Handlers get the real ones from `shared.wiring`."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import math
 import time
 from datetime import UTC
 from typing import Any, Protocol
 
 from shared import contract, disk, retention
 from shared.artifacts import ArtifactStore, layout
-from shared.errors import ArtifactPruned, JobNotCompleted, JobNotFound, StoreUnavailable
+from shared.errors import ArtifactPruned, InvalidPayload, InvalidRequest, JobNotCompleted, JobNotFound, StoreUnavailable
+from shared.keys import STATES
 from shared.models import (
     AdmitResult,
     ArtifactFile,
     ArtifactResponse,
     HealthReport,
+    JobDetail,
     JobOutcome,
+    JobPage,
     JobStatus,
     QueueCounts,
     RedisHealth,
+    RequestSummary,
     WorkerHealth,
     iso_ms,
     utc_now_iso,
@@ -165,3 +173,87 @@ def probe(queue: JobQueue, settings: Settings) -> dict[str, Any]:
         pass  # the health report below says so
     report = health(queue, settings)
     return {**report.model_dump(mode="json", exclude_none=True), "recovered": recovered}
+
+
+# -- operator use cases ------------------------------------------------------------------
+
+CANCEL_REASON = "cancelled by request"
+DEFAULT_PAGE, MAX_PAGE = 20, 100
+_CURSOR_PROBLEM = "cursor is not one this route gave for this state; start again without it"
+
+
+def encode_cursor(state: str, position: tuple[str, str]) -> str:
+    """An opaque cursor: the state and the (score, id) of a page's last job."""
+    raw = json.dumps([state, *position], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(state: str, cursor: str) -> tuple[str, str]:
+    try:
+        value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        listed, score, job_id = value
+        finite = math.isfinite(float(score))
+    except (ValueError, TypeError, binascii.Error):
+        raise InvalidRequest(_CURSOR_PROBLEM) from None
+    if listed != state or not finite or not contract.is_id(job_id):
+        raise InvalidRequest(_CURSOR_PROBLEM)
+    return str(score), str(job_id)
+
+
+def list_jobs(queue: JobQueue, *, state: str | None, limit: str | None, cursor: str | None) -> JobPage:
+    """A page of the jobs in `state` (default waiting): waiting, delayed and active in the
+    order a worker takes them or their lease runs out, completed and failed newest first."""
+    state = state or "waiting"
+    if state not in STATES:
+        raise InvalidRequest(f"state must be one of {', '.join(STATES)}; got {state[:40]!r}")
+    try:
+        size = DEFAULT_PAGE if limit in (None, "") else int(limit)
+    except ValueError:
+        size = 0
+    if not 1 <= size <= MAX_PAGE:
+        raise InvalidRequest(f"limit must be a whole number from 1 to {MAX_PAGE}")
+    after = decode_cursor(state, cursor) if cursor else None
+    jobs, position, counts = queue.list_jobs(state, size, after)
+    return JobPage(state=state, jobs=jobs,  # type: ignore[arg-type]
+                   nextCursor=encode_cursor(state, position) if position else None, counts=counts)
+
+
+def _request_summary(payload: str | None) -> RequestSummary | None:
+    if not payload:
+        return None
+    try:
+        request = contract.JobRequest.from_payload(json.loads(payload))
+    except (ValueError, InvalidPayload):
+        return None
+    return RequestSummary(requestId=request.request_id, title=request.title, dryRun=request.dry_run,
+                          steps=len(request.steps), durationSec=request.video_ms / 1000, assets=len(request.assets),
+                          format=request.format, resolution=f"{request.width}x{request.height}", fps=request.fps,
+                          includeCaptions=request.include_captions)
+
+
+def job_detail(queue: JobQueue, job_id: str) -> JobDetail:
+    """One job for an operator: its status, the stack trace of its failure, its worker while
+    active, and what it asks for while its payload is kept."""
+    fields = queue.job_fields_all(job_id)
+    if fields is None:
+        raise JobNotFound(f"no job {job_id!r}", jobId=job_id)
+    status = JobStatus.from_hash(fields)
+    return JobDetail(**status.model_dump(), stacktrace=fields.get("stacktrace") or None,
+                     worker=fields.get("worker") if status.state == "active" else None,
+                     request=_request_summary(fields.get("payload")))
+
+
+def retry_job(queue: JobQueue, kick: Kick, job_id: str) -> JobStatus:
+    """A dead letter back in the queue with fresh attempts (its failure kept in its history);
+    the worker is nudged as for a new job."""
+    status = queue.retry(job_id)
+    logger.info("job retried", extra={"jobId": job_id, "retries": len(status.history)})
+    kick(job_id)
+    return status
+
+
+def cancel_job(queue: JobQueue, job_id: str) -> JobStatus:
+    """A waiting or delayed job dead-lettered with the reason "cancelled by request"."""
+    status = queue.cancel(job_id, CANCEL_REASON)
+    logger.info("job cancelled", extra={"jobId": job_id})
+    return status

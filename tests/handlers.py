@@ -50,6 +50,21 @@ def fill_queue(redis_url: str, limit: int) -> None:
         queue.redis.close()
 
 
+def dead_letter(job_id: str) -> None:
+    """Claim jobs until `job_id` is claimed and fail it for good (a dead letter with a stack
+    trace); the others go back to waiting."""
+    queue = wiring.services().queue
+    others = []
+    while (claimed := queue.claim().job) is not None and claimed.id != job_id:
+        others.append(claimed)
+    assert claimed is not None, f"{job_id} is not waiting"
+    queue.fail(claimed, f"asset 'img-1' not found: images/missing.png (job {job_id})",
+               'Traceback (most recent call last):\n  File "shared/render/assets.py", line 1, in load\n'
+               "InvalidAsset: asset 'img-1' not found", retryable=False)
+    for other in others:
+        queue.release(other)
+
+
 def apply_given(steps: list[str]) -> None:
     for step in steps:
         kind, _, arg = step.partition(":")
@@ -64,5 +79,7 @@ def apply_given(steps: list[str]) -> None:
             run_worker_until_idle()
             status = wiring.services().queue.status(arg)
             assert status is not None and status.state == "completed", status
+        elif kind == "dead-letter":
+            dead_letter(arg)
         else:
             raise AssertionError(f"unknown given step {step!r}")

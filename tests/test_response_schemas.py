@@ -110,6 +110,11 @@ MODEL_BODIES: list[tuple[str, type[BaseModel], bool]] = [
     ("Enqueued", models.EnqueueResponse, True),
     ("Replayed", models.EnqueueResponse, True),
     ("JobStatus", models.JobStatus, True),
+    ("HistoryEntry", models.HistoryEntry, True),
+    ("JobSummary", models.JobSummary, True),
+    ("JobDetail", models.JobDetail, True),
+    ("RequestSummary", models.RequestSummary, True),
+    ("JobPage", models.JobPage, True),
     ("ArtifactFile", models.ArtifactFile, True),
     ("Artifact", models.ArtifactResponse, True),
     ("QueueCounts", models.QueueCounts, True),
@@ -177,7 +182,8 @@ def test_a_replay_of_a_finished_job_and_a_job_not_completed_are_as_documented(re
 
 
 ALL_ENDPOINTS = [("enqueue_job", "success"), ("job_status", "success"), ("job_artifact", "success"),
-                 ("queue_metrics", "success"), ("worker_health", "healthy")]
+                 ("queue_metrics", "success"), ("worker_health", "healthy"), ("list_jobs", "waiting"),
+                 ("job_detail", "success"), ("retry_job", "success"), ("cancel_job", "success")]
 
 
 @pytest.mark.redis
@@ -191,7 +197,8 @@ def test_redis_down_is_the_documented_503(function: str, case: str, monkeypatch:
 
 
 USE_CASES: dict[str, str] = {"enqueue_job": "enqueue", "job_status": "job_status", "job_artifact": "job_artifact",
-                             "queue_metrics": "queue_metrics", "worker_health": "health"}
+                             "queue_metrics": "queue_metrics", "worker_health": "health", "list_jobs": "list_jobs",
+                             "job_detail": "job_detail", "retry_job": "retry_job", "cancel_job": "cancel_job"}
 
 
 @pytest.mark.parametrize(("function", "case"), ALL_ENDPOINTS)

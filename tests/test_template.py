@@ -83,6 +83,10 @@ def test_routes_match_the_spec() -> None:
         ("GET", "/api/preview/job/{jobId}/artifact"),
         ("GET", "/api/preview/queue/metrics"),
         ("GET", "/api/preview/worker/health"),
+        ("GET", "/api/preview/jobs"),
+        ("GET", "/api/preview/job/{jobId}"),
+        ("POST", "/api/preview/job/{jobId}/retry"),
+        ("POST", "/api/preview/job/{jobId}/cancel"),
     }
 
 
@@ -91,7 +95,7 @@ def test_globals_carry_the_spec_variables_and_only_known_ones() -> None:
     variables = set(template["Globals"]["Function"]["Environment"]["Variables"])
     assert variables >= SPEC_VARIABLES
     powertools = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"}
-    known = {f.alias for f in Settings.model_fields.values()} | powertools
+    known = set(Settings.variables()) | powertools
     for resource in functions(template).values():
         own = resource["Properties"].get("Environment", {}).get("Variables", {})
         assert set(own) | variables <= known

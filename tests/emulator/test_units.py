@@ -27,6 +27,10 @@ def test_real_template_functions_routes_and_schedules() -> None:
         "GET /api/preview/job/{jobId}/artifact": "JobArtifactFunction",
         "GET /api/preview/queue/metrics": "QueueMetricsFunction",
         "GET /api/preview/worker/health": "WorkerHealthFunction",
+        "GET /api/preview/jobs": "ListJobsFunction",
+        "GET /api/preview/job/{jobId}": "JobDetailFunction",
+        "POST /api/preview/job/{jobId}/retry": "RetryJobFunction",
+        "POST /api/preview/job/{jobId}/cancel": "CancelJobFunction",
     }
     assert {s.key: s.expression for s in template.schedules()} == {
         "RenderWorkerFunction.Every1Minute": "rate(1 minute)",
