@@ -147,3 +147,38 @@ def test_a_busy_worker_never_loses_its_jobs(env: dict[str, str], workers: Worker
     # Then nothing was taken back: each job completed on its first attempt
     assert taken == []
     assert [s.attemptsMade for s in statuses] == [1, 1]
+
+
+def test_a_redis_outage_longer_than_the_liveness_period_costs_no_live_worker_its_job(
+        tmp_path: Path, env: dict[str, str]) -> None:
+    from local.redis_server import RedisServer
+
+    # A server of this test's own: it is stopped for a while.
+    with RedisServer(tmp_path / "redis") as server:
+        env = {**env, "REDIS_URL": server.url}
+        queue = queue_for(env)
+        job = heavy_job("busy-0")
+        job["dryRun"] = True
+        queue.admit(job)
+        # Given a worker busy rendering and an idle one checking for stopped workers each second
+        group = WorkerProcesses(env)
+        try:
+            busy = subprocess.Popen([sys.executable, "-m", "tests.busy_worker"], cwd=ROOT,
+                                    env={**env, "BUSY_SECONDS": "10"}, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            group.procs.append(busy)
+            wait_for(lambda: (s := queue.status("busy-0")) and s.state == "active", 60, 0.05)
+            group.start()
+            rdb = redis.Redis.from_url(server.url, decode_responses=True)
+            wait_for(lambda: len(alive_workers(rdb)) == 2, 30, 0.05)
+            # When Redis is out of everyone's reach for 5 s, longer than the 3 s liveness period
+            assert server.process is not None
+            os.kill(server.process.pid, signal.SIGSTOP)
+            time.sleep(5.0)
+            os.kill(server.process.pid, signal.SIGCONT)
+            # Then no worker counts as stopped for it: the busy worker completes its job, first attempt
+            status = wait_for(lambda: (s := queue.status("busy-0")) and s.state == "completed" and s, 60, 0.05)
+            assert status.attemptsMade == 1
+            rdb.close()
+        finally:
+            group.stop_all()
