@@ -18,7 +18,7 @@ How the comparisons are kept fair:
   against a bullmq `Worker` (concurrency 8, a no-op async processor), both on N pre-filled
   jobs; the bare claim->complete loop is shown next to it for contrast, without a target;
 - caller-chosen job ids on both sides (idempotent admission), the same small payload, and the
-  same retention of completed jobs (newest 100, at most an hour old);
+  same retention of completed jobs (the service's completed cap, at most an hour old);
 - `JobQueue.admit` validates nothing (the HTTP handler does), so enqueue measures the queue core.
 
 The measurements are in bench/queue_measures.py, what they stand on in bench/queue_fixtures.py,
