@@ -10,11 +10,13 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.logging.formatter import RESERVED_LOG_ATTRS, LambdaPowertoolsFormatter
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from shared.keys import STATES
@@ -45,6 +47,60 @@ logger = Logger(
 )
 
 _emf_wanted = True
+
+
+class _Stamp:
+    """What the formatter's formatTime reads of a log record."""
+
+    __slots__ = ("created", "msecs")
+
+    def __init__(self, created: float) -> None:
+        self.created = created
+        self.msecs = (created - int(created)) * 1000
+
+
+def info_line(message: str, fields: dict[str, Any], **more: Any) -> None:
+    """`logger.info(message, extra={**fields, **more})`, the same JSON line with the same keys
+    in the same order, at a quarter of the cost: the worker writes one per job and admission one
+    per job, and the logging machinery (a LogRecord, the caller's frame walk, the formatter's
+    pass over every record attribute) took a third of a no-op job's time. Anything beyond the
+    plain case (filters, a handler of another kind, a custom key naming a record attribute this
+    does not fill in) goes through `logger.info` itself."""
+    std = logging.getLogger(logger.name)  # the standard logger Powertools' wraps
+    if not std.isEnabledFor(logging.INFO):
+        return
+    handler = logger.registered_handler
+    formatter = handler.formatter if handler is not None else None
+    if (type(formatter) is not LambdaPowertoolsFormatter or type(handler) is not logging.StreamHandler
+            or handler.filters or std.filters or handler.level > logging.INFO):
+        logger.info(message, extra={**fields, **more}, stacklevel=2)
+        return
+    caller = sys._getframe(1)
+    now = time.time()
+    attrs = {"levelname": "INFO", "levelno": logging.INFO, "funcName": caller.f_code.co_name,
+             "lineno": caller.f_lineno, "name": logger.name, "process": os.getpid(),
+             "thread": threading.get_ident(), "threadName": threading.current_thread().name,
+             "created": now}
+    try:
+        attrs["asctime"] = formatter.formatTime(_Stamp(now))  # type: ignore[arg-type]
+        line: dict[str, Any] = {}
+        for source in (formatter.log_format, logger.thread_safe_get_current_keys()):
+            for key, value in source.items():
+                line[key] = value % attrs if value and key in RESERVED_LOG_ATTRS and isinstance(value, str) else value
+    except (KeyError, TypeError, ValueError):
+        logger.info(message, extra={**fields, **more}, stacklevel=2)
+        return
+    line.update(fields)
+    line.update(more)
+    line["message"] = message
+    line["xray_trace_id"] = formatter._get_latest_trace_id()
+    text = formatter.serialize({k: v for k, v in line.items() if v is not None})  # type: ignore[arg-type]
+    handler.acquire()
+    try:
+        handler.stream.write(text + handler.terminator)
+        handler.flush()
+    finally:
+        handler.release()
 
 
 def configure(settings: Settings) -> None:

@@ -47,11 +47,15 @@ _SCRIPT_NAMES = ("admit", "claim", "heartbeat", "complete", "fail", "release", "
 
 
 _RETENTION_USERS = {"admit", "complete", "fail", "recover", "cancel"}
+# complete claims the next job the way claim does (`claim_next` in _claim.lua).
+_CLAIM_USERS = {"claim", "complete"}
 
 
 def _load_script(name: str) -> str:
     folder = resources.files("shared.lua")
     source = folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    if name in _CLAIM_USERS:
+        source = folder.joinpath("_claim.lua").read_text(encoding="utf-8") + source
     if name in _RETENTION_USERS:
         source = folder.joinpath("_retention.lua").read_text(encoding="utf-8") + source
     return source
@@ -116,6 +120,25 @@ class ClaimedJob:
 class ClaimOutcome:
     job: ClaimedJob | None
     next_due_ms: int | None = None
+
+
+def _claim_outcome(reply: list[Any], token: str) -> ClaimOutcome:
+    """What claim_next (_claim.lua) answered: the leased job's hash, or when the next is due."""
+    if int(reply[0]) == 0:
+        due = int(float(reply[1]))
+        return ClaimOutcome(job=None, next_due_ms=None if due < 0 else due)
+    flat = reply[1]
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    return ClaimOutcome(job=ClaimedJob(
+        id=fields["id"],
+        token=token,
+        payload=json.loads(fields["payload"]),
+        attempts_made=int(fields.get("attemptsMade") or 0),
+        attempts_max=int(fields.get("attemptsMax") or 1),
+        priority=fields.get("priority", DEFAULT_PRIORITY),
+        project_id=fields.get("projectId", ""),
+        fields=fields,
+    ))
 
 
 def backoff_delay_ms(base_ms: int, attempts_made: int, rng: random.Random | None = None) -> int:
@@ -244,29 +267,12 @@ class JobQueue:
         (`renew_liveness`); its job is taken back as soon as that lapses. Without it only the
         lease's expiry does (a Lambda invocation)."""
         token = token or secrets.token_hex(12)
+        k = self.keys
         with redis_errors():
-            reply = self._script("claim",
-                keys=[self.keys.waiting, self.keys.active, self.keys.delayed, self.keys.notify,
-                      self.keys.alive],
-                args=[self.keys.job_prefix, token, self.settings.lease_ms, worker_id or "",
-                      self.settings.worker_liveness_ms],
-            )
-        if int(reply[0]) == 0:
-            due = int(float(reply[1]))
-            return ClaimOutcome(job=None, next_due_ms=None if due < 0 else due)
-        flat = reply[1]
-        fields = dict(zip(flat[::2], flat[1::2], strict=True))
-        job = ClaimedJob(
-            id=fields["id"],
-            token=token,
-            payload=json.loads(fields["payload"]),
-            attempts_made=int(fields.get("attemptsMade") or 0),
-            attempts_max=int(fields.get("attemptsMax") or 1),
-            priority=fields.get("priority", DEFAULT_PRIORITY),
-            project_id=fields.get("projectId", ""),
-            fields=fields,
-        )
-        return ClaimOutcome(job=job)
+            reply = self._script("claim", keys=[k.waiting, k.active, k.delayed, k.notify, k.alive],
+                                 args=[k.job_prefix, token, self.settings.lease_ms, worker_id or "",
+                                       self.settings.worker_liveness_ms])
+        return _claim_outcome(reply, token)
 
     def wait_for_work(self, timeout_s: float) -> bool:
         """Block until an admission wakes us (True) or the timeout passes (False)."""
@@ -286,16 +292,22 @@ class JobQueue:
         if not int(renewed):
             raise LeaseLost(f"lease on job {job.id!r} was lost")
 
-    def complete(self, job: ClaimedJob, result: dict[str, Any] | None = None) -> None:
-        s = self.settings
+    def complete(self, job: ClaimedJob, result: dict[str, Any] | None = None, *, claim_next: bool = False,
+                 worker_id: str | None = None) -> ClaimOutcome | None:
+        """Mark an owned job completed (`LeaseLost` when it is no longer this worker's). With
+        `claim_next`, the same script then claims the next ready job as `claim(worker_id=...)`
+        would, and its outcome is returned: one round trip per job for a busy worker."""
+        s, k = self.settings, self.keys
+        token = secrets.token_hex(12) if claim_next else ""
         with redis_errors():
-            done = self._script("complete", 
-                keys=[self.keys.job(job.id), self.keys.active, self.keys.completed],
-                args=[job.id, job.token, self.keys.job_prefix, s.keep_completed_seconds * 1000,
-                      self.caps.completed, json.dumps(result or {})],
+            reply = self._script("complete",
+                keys=[k.job(job.id), k.active, k.completed, k.waiting, k.delayed, k.notify, k.alive],
+                args=[job.id, job.token, k.job_prefix, s.keep_completed_seconds * 1000, self.caps.completed,
+                      json.dumps(result or {}), token, s.lease_ms, worker_id or "", s.worker_liveness_ms],
             )
-        if not int(done):
+        if not int(reply[0]):
             raise LeaseLost(f"lease on job {job.id!r} was lost before completion")
+        return _claim_outcome(reply[1], token) if claim_next else None
 
     def fail(self, job: ClaimedJob, reason: str, stacktrace: str = "", *, retryable: bool = True) -> str:
         """Record a failed attempt; returns the new state (`delayed` for a retry, or `failed`)."""

@@ -3,6 +3,7 @@ at a time, its own maintenance. The run modes drive it (see `shared.worker.worke
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -13,9 +14,9 @@ from collections.abc import Callable
 from shared import service
 from shared.models import JobOutcome
 from shared.observability import record_queue_counts, record_worker_heartbeat
-from shared.queue import ClaimedJob, JobQueue
+from shared.queue import ClaimedJob, ClaimOutcome, JobQueue
 from shared.settings import Settings
-from shared.worker.job import JobRunner, Publisher, RenderFn
+from shared.worker.job import JobRunner, NextClaim, Publisher, RenderFn
 from shared.worker.lease import LeaseRenewer
 from shared.worker.scratch import Scratch
 
@@ -45,10 +46,25 @@ class WorkerCore:
         with self._lock:
             self.outcomes[outcome] += 1
 
-    def process(self, job: ClaimedJob, limit_s: float | None = None) -> JobOutcome:
-        outcome = self.runner.process(job, limit_s)
+    def process(self, job: ClaimedJob, limit_s: float | None = None, then: NextClaim | None = None) -> JobOutcome:
+        outcome = self.runner.process(job, limit_s, then)
         self.count(outcome)
         return outcome
+
+    def process_then_claim(self, job: ClaimedJob, then: NextClaim) -> ClaimOutcome | None:
+        """Process a job and, as it completes, claim the next one in the same script (None when
+        no claim was made: the job did not complete, or `then.wanted()` said no)."""
+        then.claim = None
+        try:
+            self.process(job, then=then)
+        except BaseException:
+            claimed, then.claim = then.claim, None
+            if claimed is not None and claimed.job is not None:
+                with contextlib.suppress(Exception):  # else its lease brings it back
+                    self.queue.release(claimed.job)
+            raise
+        claimed, then.claim = then.claim, None
+        return claimed
 
     def _abandoned(self, thread: threading.Thread, outcome: JobOutcome | None) -> None:
         if outcome is not None:

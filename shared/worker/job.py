@@ -15,8 +15,8 @@ from shared import contract
 from shared.contract import JobRequest
 from shared.errors import InvalidPayload, LeaseLost, PermanentRenderError, RenderError, StoreUnavailable
 from shared.models import JobOutcome
-from shared.observability import logger, record_failure, record_job
-from shared.queue import ClaimedJob, JobQueue
+from shared.observability import info_line, logger, record_failure, record_job
+from shared.queue import ClaimedJob, ClaimOutcome, JobQueue
 from shared.settings import Settings
 from shared.worker.deadline import render_deadline_s
 from shared.worker.lease import Lease, LeaseRenewer, Stopping
@@ -26,6 +26,19 @@ RenderFn = Callable[[JobRequest, Path, Settings, Callable[[int], None] | None], 
 # Told of a job thread left in a render past its deadline (the job's failure is recorded), with
 # the outcome counted for it, if any.
 AbandonFn = Callable[[threading.Thread, JobOutcome | None], None]
+
+
+class NextClaim:
+    """A job loop's request to claim its next job as it completes this one (one round trip):
+    `wanted()` is asked at that moment (not when stopping, not below the disk floor), and
+    `claim` holds what the claim found."""
+
+    __slots__ = ("worker_id", "wanted", "claim")
+
+    def __init__(self, worker_id: str, wanted: Callable[[], bool]) -> None:
+        self.worker_id = worker_id
+        self.wanted = wanted
+        self.claim: ClaimOutcome | None = None
 
 
 class Publisher(Protocol):
@@ -54,9 +67,10 @@ class JobRunner:
             self._render = render_preview
         return self._render
 
-    def process(self, job: ClaimedJob, limit_s: float | None = None) -> JobOutcome:
+    def process(self, job: ClaimedJob, limit_s: float | None = None, then: NextClaim | None = None) -> JobOutcome:
         """Run one claimed job to its outcome; the metric counts it, the log says it. Its render
-        may take its deadline (`shared.worker.deadline`), and no more than `limit_s`."""
+        may take its deadline (`shared.worker.deadline`), and no more than `limit_s`. With
+        `then`, completing the job also claims the next one (into `then.claim`)."""
         started = time.monotonic()
         deadline_s = render_deadline_s(job.payload, self.settings)
         if limit_s is not None:
@@ -67,7 +81,7 @@ class JobRunner:
         lease = self.renewer.add(job, self.abort, deadline_s)
         try:
             with self.scratch.for_job(job.id) as workdir:
-                outcome = self._run(job, workdir, lease)
+                outcome = self._run(job, workdir, lease, then)
         finally:
             # Whatever happened, this worker stops renewing: a job it could not finish must
             # become recoverable when its lease runs out.
@@ -75,10 +89,10 @@ class JobRunner:
         seconds = time.monotonic() - started
         if outcome.counted:
             record_job(outcome, seconds)
-        logger.info("job finished", extra={**log, "outcome": outcome, "seconds": round(seconds, 3)})
+        info_line("job finished", log, outcome=outcome, seconds=round(seconds, 3))
         return outcome
 
-    def _run(self, job: ClaimedJob, workdir: Path, lease: Lease) -> JobOutcome:
+    def _run(self, job: ClaimedJob, workdir: Path, lease: Lease, then: NextClaim | None) -> JobOutcome:
         try:
             # The contract was enforced at admission; what can change since is this service's
             # configuration (allowed buckets), so only those rules are checked again.
@@ -90,7 +104,11 @@ class JobRunner:
             lease.rendered()
             self.store.publish(job.project_id, job.id, workdir)
             lease.stop()
-            self.queue.complete(job, {"dryRun": request.dry_run})
+            if then is not None and then.wanted():
+                then.claim = self.queue.complete(job, {"dryRun": request.dry_run}, claim_next=True,
+                                                 worker_id=then.worker_id)
+            else:
+                self.queue.complete(job, {"dryRun": request.dry_run})
             return JobOutcome.DRYRUN if request.dry_run else JobOutcome.COMPLETED
         except LeaseLost:
             if lease.overrun:

@@ -5,6 +5,7 @@ the grace period to finish, then are handed back to the queue."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import threading
@@ -13,7 +14,9 @@ import time
 from shared.disk import DiskGate
 from shared.errors import StoreUnavailable
 from shared.observability import logger, record_failure
+from shared.queue import ClaimOutcome
 from shared.worker.core import WorkerCore
+from shared.worker.job import NextClaim
 from shared.worker.liveness import Liveness
 
 IDLE_WAIT_S = 1.0
@@ -22,11 +25,25 @@ STUCK_EXIT_CODE = 70
 # How often the jobs of stopped workers are looked for: with the liveness period (3 s) this
 # puts a killed worker's job back in waiting within about 4 s.
 RECOVER_EVERY_S = 1.0
+NOTHING_CLAIMED = ClaimOutcome(job=None)
+
+
+def freeze_startup_heap() -> None:
+    """Move everything alive now out of the garbage collector's sight (`gc.freeze`). A worker
+    process holds some 47,000 objects after its imports, and each full collection walked them
+    all: about 30 ms with every job loop stopped, felt by the jobs picked up meanwhile (the
+    pickup p99). What start-up built lives as long as the process anyway."""
+    gc.collect()
+    gc.freeze()
 
 
 def run(worker: WorkerCore, concurrency: int) -> int:
-    """Until `worker.stop()`; returns the process's exit status."""
+    """Until `worker.stop()`; returns the process's exit status. Run on the main thread (the
+    worker process itself, not the emulator's or a test's thread), it first freezes the heap
+    start-up built."""
     settings = worker.settings
+    if threading.current_thread() is threading.main_thread():
+        freeze_startup_heap()
     with contextlib.suppress(OSError):
         worker.scratch.sweep()
     liveness = Liveness(worker.queue, worker.worker_id)
@@ -99,6 +116,10 @@ def leave(worker: WorkerCore, code: int) -> int:
 
 
 def _job_loop(worker: WorkerCore, gate: DiskGate) -> None:
+    # A busy loop claims its next job as it completes one (one round trip per job), unless the
+    # worker is stopping or the disk is below its floor by then.
+    then = NextClaim(worker.worker_id, lambda: not worker.stop_event.is_set() and not gate.blocked())
+    this_thread = threading.current_thread()
     with worker.scratch.for_loop():
         while not worker.stop_event.is_set():
             try:
@@ -106,11 +127,16 @@ def _job_loop(worker: WorkerCore, gate: DiskGate) -> None:
                     worker.stop_event.wait(IDLE_WAIT_S)
                     continue
                 claim = worker.queue.claim(worker_id=worker.worker_id)
-                if claim.job is not None:
-                    worker.process(claim.job)
-                    if threading.current_thread() in worker.stuck:
+                while claim.job is not None:
+                    claim = worker.process_then_claim(claim.job, then) or NOTHING_CLAIMED
+                    if this_thread in worker.stuck:
                         return  # given up on past its deadline: another loop took its place
-                    continue
+                    if claim.job is not None and worker.stop_event.is_set():
+                        # Claimed as the worker began to stop: straight back to waiting.
+                        worker.queue.release(claim.job)
+                        claim = NOTHING_CLAIMED
+                if worker.stop_event.is_set():
+                    break
                 wait = IDLE_WAIT_S
                 if claim.next_due_ms is not None:
                     wait = min(wait, max(0.0, claim.next_due_ms / 1000 - time.time()))
