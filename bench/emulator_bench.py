@@ -111,7 +111,8 @@ def bare_server(port: int) -> None:
         except PreviewError as exc:
             return Response(json.dumps(exc.body()), exc.status_code, media_type="application/json")
         headers = {"Location": answer.statusUrl} if status == 202 else {}
-        return Response(answer.model_dump_json(), status, headers=headers, media_type="application/json")
+        body = json.dumps(answer.as_json(), separators=(",", ":"))
+        return Response(body, status, headers=headers, media_type="application/json")
 
     app = Starlette(routes=[Route("/api/preview/job", enqueue, methods=["POST"])])
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on",

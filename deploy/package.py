@@ -14,7 +14,7 @@
   (`provided_by_runtime`: the AWS SDK) are left out, with whatever only they require.
 * what is not needed at run time stripped from the wheels: `tests` folders, type stubs and
   Cython headers, console scripts, and `.py` sources an extension module of the same name
-  shadows. dist-info folders stay (pydantic's plugin lookup and jsonschema read them).
+  shadows. dist-info folders stay (jsonschema reads them).
 * the project code: `shared/`, `schemas/` and the function's own `functions/<name>/`.
 * everything byte-compiled for the target Python (unchecked-hash pycs, which stay valid
   whatever mtimes the zip gives the sources; Lambda's code folder is read-only, so what is not

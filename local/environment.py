@@ -153,7 +153,7 @@ def _show(name: str, value: str) -> str:
 def _core_variables() -> set[str]:
     from shared.settings import Settings
 
-    return {f.alias for f in Settings.model_fields.values() if f.alias}
+    return set(Settings.variables())
 
 
 def worker_function(template: Template, environments: Mapping[str, Mapping[str, str]]) -> FunctionSpec | None:

@@ -1,7 +1,7 @@
 """`serve --reload`: the server runs in a child process that is replaced when code changes.
 
 Children come from a multiprocessing fork server that has already imported the heavy
-third-party libraries (Starlette, Powertools, pydantic, jsonschema, PyAV, numpy...), so a
+third-party libraries (Starlette, Powertools, jsonschema, PyAV, numpy...), so a
 restart only re-imports the project's own modules: a fresh process, no stale module state,
 in a fraction of a second. This process keeps the listening socket (children inherit it, so
 no connection is refused during a restart) and the embedded Redis (so the data and its URL
@@ -33,7 +33,7 @@ log = logging.getLogger("local.reload")
 
 PRELOAD = [
     "starlette.applications", "starlette.routing", "starlette.responses", "uvicorn", "uvicorn.server",
-    "uvicorn.protocols.http.h11_impl", "uvicorn.lifespan.on", "pydantic", "redis", "jsonschema",
+    "uvicorn.protocols.http.h11_impl", "uvicorn.lifespan.on", "redis", "jsonschema",
     "prometheus_client", "aws_lambda_powertools", "aws_lambda_powertools.event_handler",
     "aws_lambda_powertools.metrics", "aws_lambda_powertools.logging", "yaml", "boto3",
     "numpy", "PIL.Image", "av",

@@ -53,14 +53,14 @@ def validate_bytes(raw: bytes, *, asset_buckets: tuple[str, ...] | None = None,
     from shared.settings import Settings
 
     notes: list[str] = []
-    limit = max_body_bytes or Settings.model_fields["max_body_bytes"].default
+    limit = max_body_bytes or Settings.fields()["max_body_bytes"].default
     try:
         document = parse_body(raw, False, limit)
         if asset_buckets is None:
             # Unknown configuration: every bucket the document names is let through (unchecked,
             # so not validated as a setting either; the schema checks its form).
             buckets = _s3_buckets(document)
-            settings = Settings.model_construct(asset_buckets=buckets)
+            settings = Settings.unvalidated(asset_buckets=buckets)
             if buckets:
                 notes.append(f"s3:// buckets not checked ({', '.join(buckets)}): pass --asset-buckets or set "
                              "PREVIEW_ASSET_BUCKETS to the service's")
@@ -77,14 +77,12 @@ def validate_bytes(raw: bytes, *, asset_buckets: tuple[str, ...] | None = None,
 
 def asset_settings(buckets: tuple[str, ...]) -> Settings:
     """The service settings that matter offline: the allowed buckets, checked as the service does."""
-    from pydantic import ValidationError
-
-    from shared.settings import Settings
+    from shared.settings import Settings, SettingsError
 
     try:
-        return Settings.model_validate({"PREVIEW_ASSET_BUCKETS": ",".join(buckets)})
-    except ValidationError as exc:
-        raise ConfigurationError(f"--asset-buckets: {exc.errors()[0]['msg']}") from None
+        return Settings(asset_buckets=",".join(buckets))
+    except SettingsError as exc:
+        raise ConfigurationError(f"--asset-buckets: {exc.message}") from None
 
 
 def _s3_buckets(document: object) -> tuple[str, ...]:

@@ -15,11 +15,10 @@ from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
-from pydantic import BaseModel
 
 from shared.contract import ID_RULE, is_id
 from shared.errors import InvalidPayload, InvalidRequest, PayloadTooLarge, PreviewError
-from shared.models import AdmitResult, EnqueueResponse
+from shared.models import AdmitResult, ApiModel, EnqueueResponse
 from shared.observability import ColdStart, invocation_context, logger, record_failure, record_request
 
 JSON = "application/json"
@@ -47,8 +46,8 @@ def admission_answer(result: AdmitResult, origin: str) -> tuple[int, EnqueueResp
     return (202 if result.created else 200), body
 
 
-def json_response(status: int, body: BaseModel | dict[str, Any], headers: dict[str, str] | None = None) -> Response:
-    payload = body.model_dump(mode="json") if isinstance(body, BaseModel) else body
+def json_response(status: int, body: ApiModel | dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    payload = body.as_json() if isinstance(body, ApiModel) else body
     return Response(
         status_code=status,
         content_type=JSON,

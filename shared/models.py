@@ -8,8 +8,6 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
-
 from shared.contract import DEFAULT_PRIORITY
 
 JobState = Literal["waiting", "active", "delayed", "completed", "failed"]
@@ -50,8 +48,97 @@ def utc_now_iso() -> str:
     return iso_ms(int(datetime.now(tz=UTC).timestamp() * 1000)) or ""
 
 
-class ApiModel(BaseModel):
-    model_config = ConfigDict(frozen=True)
+class ApiModel:
+    """A frozen record, most of them a response body: built from keywords (every field without
+    a default given, no other), its fields the annotated class attributes in their order (a
+    subclass's after its base's), the defaults the values assigned to them (a list default is
+    copied for each record). Types are the caller's to keep (mypy checks them); `as_json()` is
+    the body, its fields in their order.
+
+    Not a dataclass: each of those is code generated and compiled as its module loads, which
+    every HTTP function's cold start would pay for each of these records."""
+
+    __field_names__: ClassVar[tuple[str, ...]] = ()
+    __field_defaults__: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = [name for name, annotation in cls.__dict__.get("__annotations__", {}).items()
+               if not str(annotation).startswith(("ClassVar", "typing.ClassVar"))]
+        cls.__field_names__ = (*cls.__field_names__, *(name for name in own if name not in cls.__field_names__))
+        cls.__field_defaults__ = {**cls.__field_defaults__,
+                                  **{name: cls.__dict__[name] for name in own if name in cls.__dict__}}
+
+    def __init__(self, **values: Any) -> None:
+        defaults = self.__field_defaults__
+        missing = [name for name in self.__field_names__ if name not in values and name not in defaults]
+        unknown = values.keys() - set(self.__field_names__)
+        if missing or unknown:
+            problem = f"missing {', '.join(missing)}" if missing else f"no field {', '.join(sorted(unknown))}"
+            raise TypeError(f"{type(self).__name__}: {problem}")
+        for name in self.__field_names__:
+            if name in values:
+                value = values[name]
+            else:
+                value = defaults[name]
+                if isinstance(value, list | dict):
+                    value = value.copy()
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """The fields, in their order."""
+        return cls.__field_names__
+
+    @classmethod
+    def required_fields(cls) -> tuple[str, ...]:
+        """The fields without a default (which every construction must give)."""
+        return tuple(name for name in cls.__field_names__ if name not in cls.__field_defaults__)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field's value as it is (nested records stay records), in their order."""
+        return {name: getattr(self, name) for name in self.__field_names__}
+
+    def as_json(self, *, exclude_none: bool = False) -> dict[str, Any]:
+        """The record as a JSON object, nested records too; `exclude_none` leaves out the fields
+        (of this record and of the records in it) that are None."""
+        body = {}
+        for name in self.__field_names__:
+            value = getattr(self, name)
+            if value is None and exclude_none:
+                continue
+            if isinstance(value, ApiModel):
+                value = value.as_json(exclude_none=exclude_none)
+            elif isinstance(value, list):
+                value = [v.as_json(exclude_none=exclude_none) if isinstance(v, ApiModel) else v for v in value]
+            body[name] = value
+        return body
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is frozen: {name} cannot be set")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is frozen: {name} cannot be deleted")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.as_dict() == other.as_dict()
+
+    def __hash__(self) -> int:
+        return hash((type(self), *(_hashable(value) for value in self.as_dict().values())))
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={value!r}" for name, value in self.as_dict().items())
+        return f"{type(self).__name__}({shown})"
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    return value
 
 
 class QueueCounts(ApiModel):

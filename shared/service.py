@@ -172,7 +172,7 @@ def probe(queue: JobQueue, settings: Settings) -> dict[str, Any]:
     except StoreUnavailable:
         pass  # the health report below says so
     report = health(queue, settings)
-    return {**report.model_dump(mode="json", exclude_none=True), "recovered": recovered}
+    return {**report.as_json(exclude_none=True), "recovered": recovered}
 
 
 # -- operator use cases ------------------------------------------------------------------
@@ -238,7 +238,7 @@ def job_detail(queue: JobQueue, job_id: str) -> JobDetail:
     if fields is None:
         raise JobNotFound(f"no job {job_id!r}", jobId=job_id)
     status = JobStatus.from_hash(fields)
-    return JobDetail(**status.model_dump(), stacktrace=fields.get("stacktrace") or None,
+    return JobDetail(**status.as_dict(), stacktrace=fields.get("stacktrace") or None,
                      worker=fields.get("worker") if status.state == "active" else None,
                      request=_request_summary(fields.get("payload")))
 

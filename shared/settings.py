@@ -5,8 +5,8 @@ one message that names the variable. Settings are built by `shared.wiring` (once
 with the other dependencies), never cached here.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: the field annotations are built as the class body
+# runs, from bytecode, rather than parsed from strings at every cold start.
 import os
 import re
 import sys
@@ -15,16 +15,16 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
 from shared import secrets
+from shared.envconfig import EnvSettings, Field, SettingsError, field_validator
 from shared.errors import ConfigError
 
 QUEUE_NAME_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$"
 
 
-class Settings(BaseModel):
-    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+class Settings(EnvSettings):
+    """Frozen; `Settings()` is the defaults, `Settings.fields()` every field (its `alias` is
+    the variable)."""
 
     redis_url: Annotated[str, Field(alias="REDIS_URL")] = "redis://127.0.0.1:6379"
     # Where the Redis URL or its password is kept (shared/secrets.py); applied to redis_url.
@@ -150,20 +150,23 @@ class Settings(BaseModel):
         return frozenset(self.asset_buckets) | extra
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         source = os.environ if env is None else env
-        names = {field.alias for field in cls.model_fields.values() if field.alias}
-        values = {name: source[name] for name in names if name in source}
+        values = {name: source[name] for name in cls.variables() if name in source}
         if source.get("REDIS_SECRET"):  # the URL or its password kept in Secrets Manager or SSM
             values["REDIS_URL"] = secrets.redis_url(source) or values.get("REDIS_URL", "")
         try:
-            return cls.model_validate(values)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            variable = str(first["loc"][0]) if first["loc"] else "configuration"
-            secret = variable in {"PREVIEW_URL_SECRET", "PREVIEW_API_KEY", "REDIS_URL"}
-            shown = "<hidden>" if secret else repr(values.get(variable))
-            raise ConfigError(f"invalid configuration: {variable}={shown}: {first['msg']}") from None
+            return cls.from_variables(values)
+        except SettingsError as exc:
+            # A secret's value is never echoed (the Redis URL may hold a password).
+            secret = not exc.field.repr or exc.variable == "REDIS_URL"
+            shown = "<hidden>" if secret else repr(values.get(exc.variable))
+            raise ConfigError(f"invalid configuration: {exc.variable}={shown}: {exc.message}") from None
+
+    @classmethod
+    def variables(cls) -> list[str]:
+        """Every variable a field is read from."""
+        return [field.alias for field in cls.fields().values() if field.alias]
 
 
 def mask_url(url: str) -> str:
@@ -188,7 +191,7 @@ def main() -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    for name, field in Settings.model_fields.items():
+    for name, field in Settings.fields().items():
         value = getattr(settings, name)
         if name == "redis_url":
             value = mask_url(value)

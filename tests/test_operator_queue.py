@@ -72,7 +72,7 @@ def exact(queue: JobQueue, rdb: redis.Redis) -> dict[str, int]:
     kept = rdb.zrange(k.failed_payloads, 0, -1)
     assert set(kept) <= by_hash["failed"]
     assert int(rdb.get(k.failed_bytes) or 0) == sum(rdb.hstrlen(k.job(i), "payload") for i in kept)
-    return counts.model_dump(exclude={"name"})
+    return {name: value for name, value in counts.as_dict().items() if name != "name"}
 
 
 # -- listing -----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ app = make_resolver()
 def worker_health() -> Response:
     services = wiring.services()
     report = service.health(services.queue, services.settings)
-    return json_response(service.health_status_code(report), report.model_dump(mode="json", exclude_none=True))
+    return json_response(service.health_status_code(report), report.as_json(exclude_none=True))
 
 
 handler = lambda_entry(app, "worker_health")
