@@ -147,6 +147,18 @@ def _examples(root: Path, template: Template, route: HttpRoute, schema: dict[str
     return examples
 
 
+def _takes_body(root: Path, template: Template, route: HttpRoute) -> bool:
+    """Whether a fixture of the route sends a body (a POST such as a retry may take none)."""
+    for path in (root / "events" / template.functions[route.function].folder).glob("*.json"):
+        try:
+            event = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(event, dict) and event.get("routeKey") == route.route_key and event.get("body"):
+            return True
+    return False
+
+
 def _expected(root: Path) -> dict[str, Any]:
     """events/expected.json: what each fixture produces (empty when absent or unreadable)."""
     try:
@@ -222,7 +234,7 @@ def build_openapi(template: Template, *, protected: set[str] | None = None, sche
             operation["description"] = module.__doc__.strip()
         if _parameters(route.path):
             operation["parameters"] = _parameters(route.path)
-        if route.method in _BODY_METHODS and payload:
+        if route.method in _BODY_METHODS and payload and _takes_body(root, template, route):
             media: dict[str, Any] = {"schema": {"$ref": COMPONENTS + payload}}
             examples = _examples(root, template, route, _read(payload_file) if payload_file else None, expected)
             if examples:

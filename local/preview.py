@@ -1,7 +1,8 @@
 """What the cloud gives the preview service around its functions, in the emulator: the signed
 links of the local artifact store (`/artifacts/...`), a Prometheus `/metrics` with fresh queue
-gauges, the render worker as a long-running thread, and the enqueue kick delivered as a local
-async invoke. Plugged into the gateway (local/server.py) as its `Extras`.
+gauges, the operator dashboard (`/dashboard`: a page without data whose script calls the signed
+API routes), the render worker as a long-running thread, and the enqueue kick delivered as a
+local async invoke. Plugged into the gateway (local/server.py) as its `Extras`.
 
 `shared` is imported inside the methods: its modules read the environment, which the emulator
 applies before any of them is imported.
@@ -10,11 +11,13 @@ applies before any of them is imported.
 from __future__ import annotations
 
 import contextlib
+import html
 import logging
 import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from starlette.concurrency import run_in_threadpool
@@ -28,6 +31,11 @@ if TYPE_CHECKING:
     from shared.worker import Worker
 
 log = logging.getLogger("local.preview")
+
+DASHBOARD = "/dashboard"
+DASHBOARD_DIR = Path(__file__).with_name("dashboard")
+# The dashboard's files: the page, its script and its style (nothing else is served from there).
+DASHBOARD_ASSETS = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 
 @dataclass(frozen=True)
 class PreviewOptions:
@@ -51,16 +59,19 @@ class PreviewExtras(Extras):
         return (
             Route(ROUTE + "{path:path}", self.artifact, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
+            Route(DASHBOARD, self.dashboard, methods=["GET"]),
+            Route(DASHBOARD + "/{name}", self.dashboard_asset, methods=["GET"]),
         )
 
     def is_open(self, path: str) -> bool:
         from shared.artifacts.signing import ROUTE
 
-        # An artifact link is authorised by its own signature.
-        return path.startswith(ROUTE)
+        # An artifact link is authorised by its own signature; the dashboard's files carry no
+        # data (its script sends the credentials typed into it with each API call).
+        return path.startswith(ROUTE) or path == DASHBOARD or path.startswith(DASHBOARD + "/")
 
     def banner_facts(self) -> Sequence[str]:
-        return ("metrics: /metrics", f"Redis: {self.options.redis}")
+        return ("dashboard: /dashboard", "metrics: /metrics", f"Redis: {self.options.redis}")
 
     def banner_lines(self) -> Sequence[str]:
         if self.worker is None:
@@ -102,6 +113,19 @@ class PreviewExtras(Extras):
             return Response(status_code=304, headers=kept)
         _drop_unusable_range(request, stat.st_size)
         return response
+
+    async def dashboard(self, request: Request) -> Response:
+        # The region requests are signed for: the emulator's (the template's), which it puts
+        # into its own environment as Lambda does.
+        region = html.escape(os.environ.get("AWS_REGION") or "us-east-1", quote=True)
+        page = (DASHBOARD_DIR / "index.html").read_text(encoding="utf-8").replace("{{region}}", region)
+        return Response(page, media_type="text/html", headers=_PAGE_HEADERS)
+
+    async def dashboard_asset(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in DASHBOARD_ASSETS:
+            return message(404, "Not Found")
+        return Response((DASHBOARD_DIR / name).read_bytes(), media_type=DASHBOARD_ASSETS[name], headers=_PAGE_HEADERS)
 
     async def metrics(self, request: Request) -> Response:
         from shared import service, wiring
@@ -151,6 +175,10 @@ class PreviewExtras(Extras):
         if self.options.fast_shutdown:
             self.worker.abort_event.set()
         self.worker_thread.join(self.worker.settings.shutdown_grace_seconds + 35)
+
+
+# The dashboard's files change with the code; its page is never framed by another site.
+_PAGE_HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY"}
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:

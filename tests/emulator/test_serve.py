@@ -165,12 +165,17 @@ def test_preview_end_to_end(client: httpx.Client, anonymous: httpx.Client, data_
 def test_banner_names_routes_schedules_and_the_worker(capsys: pytest.CaptureFixture[str], client: httpx.Client,
                                                      private_redis: RedisServer) -> None:
     assert capsys.readouterr().err.splitlines() == [
-        f"Preview service emulator on {URL} (docs: /docs, metrics: /metrics, Redis: {private_redis.url})",
+        f"Preview service emulator on {URL} (docs: /docs, dashboard: /dashboard, metrics: /metrics, "
+        f"Redis: {private_redis.url})",
         "  POST /api/preview/job                         -> EnqueueJobFunction  [api key]",
         "  GET /api/preview/job/{jobId}/status           -> JobStatusFunction  [api key]",
         "  GET /api/preview/job/{jobId}/artifact         -> JobArtifactFunction  [api key]",
         "  GET /api/preview/queue/metrics                -> QueueMetricsFunction  [api key]",
         "  GET /api/preview/worker/health                -> WorkerHealthFunction",
+        "  GET /api/preview/jobs                         -> ListJobsFunction  [api key]",
+        "  GET /api/preview/job/{jobId}                  -> JobDetailFunction  [api key]",
+        "  POST /api/preview/job/{jobId}/retry           -> RetryJobFunction  [api key]",
+        "  POST /api/preview/job/{jobId}/cancel          -> CancelJobFunction  [api key]",
         "  rate(1 minute)                                -> RenderWorkerFunction",
         "  rate(5 minutes)                               -> HealthProbeFunction",
         "  long-running worker (2 job loops) -> RenderWorkerFunction",
@@ -221,7 +226,12 @@ def test_openapi_and_docs(client: httpx.Client, anonymous: httpx.Client) -> None
         "/api/preview/job/{jobId}/artifact": ["get"],
         "/api/preview/queue/metrics": ["get"],
         "/api/preview/worker/health": ["get"],
+        "/api/preview/jobs": ["get"],
+        "/api/preview/job/{jobId}": ["get"],
+        "/api/preview/job/{jobId}/retry": ["post"],
+        "/api/preview/job/{jobId}/cancel": ["post"],
     }
+    assert "requestBody" not in document["paths"]["/api/preview/job/{jobId}/retry"]["post"]  # it takes none
     enqueue = document["paths"]["/api/preview/job"]["post"]
     media = enqueue["requestBody"]["content"]["application/json"]
     assert media["schema"] == {"$ref": "#/components/schemas/PreviewJob"}
