@@ -63,6 +63,9 @@ def server_env(redis_url: str, data_dir: Path) -> dict[str, str]:
         "REDIS_URL": redis_url,
         "DATA_DIR": str(data_dir),
         "PREVIEW_QUEUE_MAX": "1000000",
+        # Admission keeps room for every unfinished job's final record: room for all the bench admits.
+        "PREVIEW_KEEP_COMPLETED_COUNT": "1000000",
+        "PREVIEW_KEEP_FAILED_COUNT": "1000000",
         "RENDER_WORKER_FUNCTION": "",  # no kick: both sides do the admission only
         "PYTHONUNBUFFERED": "1",
     })

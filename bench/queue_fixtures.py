@@ -63,6 +63,8 @@ def make_settings(url: str, queue_name: str, data_dir: Path) -> Settings:
         "DATA_DIR": str(data_dir),
         "PREVIEW_KEEP_COMPLETED_COUNT": str(KEEP_COMPLETED_COUNT),
         "PREVIEW_KEEP_COMPLETED_SECONDS": str(KEEP_COMPLETED_SECONDS),
+        # Admission keeps room for every unfinished job to fail: room for all the bench admits.
+        "PREVIEW_KEEP_FAILED_COUNT": "1000000",
         "PREVIEW_SHUTDOWN_GRACE_SECONDS": "5",
     })
 
