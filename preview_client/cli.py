@@ -5,7 +5,7 @@
     preview status ID
     preview artifact ID [--download DIR]          files checked against the manifest's sha256
     preview jobs [--state failed]                 \\
-    preview retry ID                               > operator routes (newer service versions)
+    preview retry ID                               > operator routes (dead letters: docs/dead-letters.md)
     preview cancel ID                             /
     preview verify                                the post-deployment check, one line per step
 
@@ -106,10 +106,11 @@ def parser() -> argparse.ArgumentParser:
     artifact.add_argument("--download", type=Path, metavar="DIR",
                           help="download the files into DIR, each checked against the manifest's sha256")
 
-    jobs = command("jobs", "list jobs (operator route)")
-    jobs.add_argument("--state", choices=STATES)
-    jobs.add_argument("--limit", type=int)
-    jobs.add_argument("--cursor")
+    jobs = command("jobs", "list the jobs in a state, a page at a time (operator route)")
+    jobs.add_argument("--state", choices=STATES,
+                      help="default: waiting (in pickup order); completed and failed come newest first")
+    jobs.add_argument("--limit", type=int, help="jobs per page, 1-100 (default: 20)")
+    jobs.add_argument("--cursor", help="the next page: the cursor the previous page printed")
 
     retry = command("retry", "put a failed job back in the queue (operator route)")
     retry.add_argument("job_id", metavar="ID")
@@ -288,6 +289,9 @@ def status(client: PreviewClient, args: argparse.Namespace, output: Output) -> i
                 + (f"  finished {body['finishedOn']}" if body.get("finishedOn") else ""))
     if body.get("failedReason"):
         output.line(f"  failed: {body['failedReason']}")
+    for entry in body.get("history") or []:
+        output.line(f"  earlier: failed after {entry.get('attemptsMade')} attempt(s) at {entry.get('finishedOn')}, "
+                    f"retried at {entry.get('retriedOn')}: {entry.get('failedReason')}")
     output.document(body)
     return errors.OK
 
@@ -309,23 +313,25 @@ def jobs(client: PreviewClient, args: argparse.Namespace, output: Output) -> int
     body = client.jobs(state=args.state, cursor=args.cursor, limit=args.limit)
     for job in body.get("jobs") or []:
         reason = f"  {job['failedReason']}" if job.get("failedReason") else ""
-        output.line(f"{job.get('jobId')}  {job.get('state')}  {job.get('progress', 0)}%{reason}")
-    if body.get("cursor"):
-        output.line(f"more: --cursor {body['cursor']}")
+        output.line(f"{job.get('jobId')}  {job.get('state')}  {job.get('progress', 0)}%  "
+                    f"attempt {job.get('attemptsMade')}/{job.get('attemptsMax')}{reason}")
+    if body.get("nextCursor"):
+        output.line(f"more: --cursor {body['nextCursor']}")
     output.document(body)
     return errors.OK
 
 
 def retry(client: PreviewClient, args: argparse.Namespace, output: Output) -> int:
     body = client.retry_job(args.job_id)
-    output.line(f"retried {args.job_id}: {body.get('state', 'queued again')}")
+    output.line(f"retried {args.job_id}: {body.get('state', 'queued again')} with fresh attempts "
+                f"({len(body.get('history') or [])} earlier failure(s) in its history)")
     output.document(body)
     return errors.OK
 
 
 def cancel(client: PreviewClient, args: argparse.Namespace, output: Output) -> int:
     body = client.cancel_job(args.job_id)
-    output.line(f"cancelled {args.job_id}: {body.get('state', 'removed')}")
+    output.line(f"cancelled {args.job_id}: {body.get('state', 'removed')} ({body.get('failedReason')})")
     output.document(body)
     return errors.OK
 

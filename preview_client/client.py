@@ -46,7 +46,7 @@ from preview_client.errors import (
 JOB_ROUTE = "/api/preview/job"
 QUEUE_METRICS_ROUTE = "/api/preview/queue/metrics"
 WORKER_HEALTH_ROUTE = "/api/preview/worker/health"
-# The operator routes, in the shape they are planned in (not served by every version).
+# The operator routes: the listing; a job's detail, retry and cancel are under JOB_ROUTE.
 JOBS_ROUTE = "/api/preview/jobs"
 
 TERMINAL_STATES = ("completed", "failed")
@@ -273,19 +273,25 @@ class PreviewClient:
         return True, self._answer(response, "GET", WORKER_HEALTH_ROUTE)
 
     def jobs(self, state: str | None = None, cursor: str | None = None, limit: int | None = None) -> dict[str, Any]:
-        """One page of jobs (planned route: GET /api/preview/jobs?state=&cursor=&limit=)."""
+        """One page of the jobs in a state (GET /api/preview/jobs?state=&cursor=&limit=): `jobs`,
+        `nextCursor` for the next page (None on the last) and `counts`."""
         params = {k: str(v) for k, v in (("state", state), ("cursor", cursor), ("limit", limit)) if v is not None}
         response = self._request("GET", JOBS_ROUTE, params=params)
         return self._answer(response, "GET", JOBS_ROUTE, "listing jobs")
 
+    def job(self, job_id: str) -> dict[str, Any]:
+        """A job's detail for operators (GET /api/preview/job/{id}): status, history, stack trace."""
+        path = f"{JOB_ROUTE}/{_segment(job_id)}"
+        return self._answer(self._request("GET", path), "GET", path, "reading a job's detail")
+
     def retry_job(self, job_id: str) -> dict[str, Any]:
-        """Put a failed job back in the queue (planned route: POST /api/preview/jobs/{id}/retry)."""
-        path = f"{JOBS_ROUTE}/{_segment(job_id)}/retry"
+        """Put a failed job back in the queue with fresh attempts (POST /api/preview/job/{id}/retry)."""
+        path = f"{JOB_ROUTE}/{_segment(job_id)}/retry"
         return self._answer(self._request("POST", path), "POST", path, "retrying a job")
 
     def cancel_job(self, job_id: str) -> dict[str, Any]:
-        """Remove a waiting job (planned route: POST /api/preview/jobs/{id}/cancel)."""
-        path = f"{JOBS_ROUTE}/{_segment(job_id)}/cancel"
+        """Cancel a waiting or delayed job (POST /api/preview/job/{id}/cancel)."""
+        path = f"{JOB_ROUTE}/{_segment(job_id)}/cancel"
         return self._answer(self._request("POST", path), "POST", path, "cancelling a job")
 
     # ------------------------------------------------------------------ waiting and files

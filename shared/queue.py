@@ -26,7 +26,7 @@ from redis.exceptions import (
 )
 
 from shared.contract import DEFAULT_PRIORITY
-from shared.errors import Conflict, JobNotFound, LeaseLost, QueueFull, RetentionFull, StoreUnavailable
+from shared.errors import Conflict, JobNotFound, LeaseLost, PreviewError, QueueFull, RetentionFull, StoreUnavailable
 from shared.keys import (
     HISTORY_MAX,
     HISTORY_REASON_BYTES,
@@ -42,11 +42,13 @@ from shared.redis_client import MAX_BLOCK_SECONDS, RedisClient, ScriptRunner
 from shared.retention import REASON_MAX_BYTES, STACKTRACE_MAX_BYTES, caps, clip
 from shared.settings import Settings
 
-_SCRIPT_NAMES = ("admit", "claim", "heartbeat", "complete", "fail", "release", "recover", "alive",
+_SCRIPT_NAMES = ("admit", "admit_many", "claim", "heartbeat", "complete", "fail", "release", "recover", "alive",
                  "retry", "cancel", "list")
 
 
-_RETENTION_USERS = {"admit", "complete", "fail", "recover", "cancel"}
+_RETENTION_USERS = {"admit", "admit_many", "complete", "fail", "recover", "cancel"}
+# admit_many admits each job as admit does (`admit_one` in _admit.lua).
+_ADMIT_USERS = {"admit", "admit_many"}
 # complete claims the next job the way claim does (`claim_next` in _claim.lua).
 _CLAIM_USERS = {"claim", "complete"}
 
@@ -56,6 +58,8 @@ def _load_script(name: str) -> str:
     source = folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
     if name in _CLAIM_USERS:
         source = folder.joinpath("_claim.lua").read_text(encoding="utf-8") + source
+    if name in _ADMIT_USERS:
+        source = folder.joinpath("_admit.lua").read_text(encoding="utf-8") + source
     if name in _RETENTION_USERS:
         source = folder.joinpath("_retention.lua").read_text(encoding="utf-8") + source
     return source
@@ -122,6 +126,26 @@ class ClaimOutcome:
     next_due_ms: int | None = None
 
 
+# Jobs per admit_many script, and bytes of their payloads: a script blocks Redis while it runs.
+ADMIT_BATCH = 500
+ADMIT_BATCH_BYTES = 4 * 1024 * 1024
+
+
+def _batches(jobs: list[tuple[str, list[Any]]]) -> Iterator[list[tuple[str, list[Any]]]]:
+    """Consecutive runs of (jobId, admit arguments) within ADMIT_BATCH and ADMIT_BATCH_BYTES."""
+    batch: list[tuple[str, list[Any]]] = []
+    size = 0
+    for job in jobs:
+        weight = len(job[1][2])  # the stored document
+        if batch and (len(batch) >= ADMIT_BATCH or size + weight > ADMIT_BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(job)
+        size += weight
+    if batch:
+        yield batch
+
+
 def _claim_outcome(reply: list[Any], token: str) -> ClaimOutcome:
     """What claim_next (_claim.lua) answered: the leased job's hash, or when the next is due."""
     if int(reply[0]) == 0:
@@ -178,21 +202,52 @@ class JobQueue:
         Identical replay of a known jobId returns the existing job; a different payload under
         the same jobId raises `Conflict`; a full backlog raises `QueueFull`, and finished jobs
         at their cap (all still within their age) `RetentionFull`."""
+        k = self.keys
+        job_id, job_args = self._admit_args(payload)
+        with redis_errors():
+            reply = self._script("admit", keys=[k.job(job_id), *self._admit_keys()],
+                                 args=[*job_args, *self._admit_limits()])
+        return self._admit_answer(job_id, reply)
+
+    def admit_many(self, payloads: list[dict[str, Any]]) -> list[AdmitResult | PreviewError]:
+        """Admit validated payloads in order, each answered as `admit` would answer it alone
+        (its result, or the `Conflict`, `QueueFull` or `RetentionFull` it would raise, in its
+        place), in one atomic script per ADMIT_BATCH jobs (or ADMIT_BATCH_BYTES of payloads):
+        the backlog limit holds exactly under any concurrency, and a jobId given twice is a
+        replay (or a conflict) of its first admission."""
+        answers: list[AdmitResult | PreviewError] = []
+        jobs = [self._admit_args(payload) for payload in payloads]
+        for batch in _batches(jobs):
+            keys = [self.keys.job(job_id) for job_id, _ in batch]
+            with redis_errors():
+                replies = self._script("admit_many", keys=[*self._admit_keys(), *keys],
+                                       args=[*self._admit_limits(), *(a for _, job_args in batch for a in job_args)])
+            for (job_id, _), reply in zip(batch, replies, strict=True):
+                try:
+                    answers.append(self._admit_answer(job_id, reply))
+                except (Conflict, QueueFull) as exc:  # RetentionFull is a QueueFull
+                    answers.append(exc)
+        return answers
+
+    def _admit_keys(self) -> list[str]:
+        k = self.keys
+        return [k.waiting, k.delayed, k.seq, k.notify, k.active, k.completed, k.failed, k.failed_payloads,
+                k.failed_bytes]
+
+    def _admit_limits(self) -> list[Any]:
+        s = self.settings
+        return [s.queue_max, SEQ_SPAN, NOTIFY_MAX, self.keys.job_prefix, s.keep_completed_seconds * 1000,
+                self.caps.completed, s.keep_failed_seconds * 1000, self.caps.failed]
+
+    def _admit_args(self, payload: dict[str, Any]) -> tuple[str, list[Any]]:
         job_id = payload["jobId"]
         priority = payload.get("priority", DEFAULT_PRIORITY)
-        attempts_max = payload.get("attempts") or self.settings.job_attempts
         document = canonical_json(payload)
-        s, k = self.settings, self.keys
-        with redis_errors():
-            code, detail, *cap = self._script(
-                "admit",
-                keys=[k.job(job_id), k.waiting, k.delayed, k.seq, k.notify, k.active, k.completed, k.failed,
-                      k.failed_payloads, k.failed_bytes],
-                args=[job_id, payload_hash(document), document, PRIORITY_RANK[priority],
-                      priority, attempts_max, s.queue_max, payload["projectId"], SEQ_SPAN,
-                      NOTIFY_MAX, k.job_prefix, s.keep_completed_seconds * 1000, self.caps.completed,
-                      s.keep_failed_seconds * 1000, self.caps.failed],
-            )
+        return job_id, [job_id, payload_hash(document), document, PRIORITY_RANK[priority], priority,
+                        payload.get("attempts") or self.settings.job_attempts, payload["projectId"]]
+
+    def _admit_answer(self, job_id: str, reply: list[Any]) -> AdmitResult:
+        code, detail, *cap = reply
         code = int(code)
         if code == 0:
             return AdmitResult(jobId=job_id, created=True, state="waiting")
@@ -413,23 +468,17 @@ class JobQueue:
             fields: dict[str, str] = self.redis.hgetall(self.keys.job(job_id))  # type: ignore[assignment]
         return fields if fields and "state" in fields else None
 
-    def _status_after(self, job_id: str) -> JobStatus:
-        fields = self.job_fields(job_id, *JobStatus.FIELDS)
-        if fields.get("state") is None:  # retention dropped it already
-            raise JobNotFound(f"no job {job_id!r}", jobId=job_id)
-        return JobStatus.from_hash(fields)
-
     def retry(self, job_id: str) -> JobStatus:
         """A failed job back to waiting with fresh attempts, its failure kept in its history.
         `JobNotFound`, `Conflict` (not failed, or its payload shed), `QueueFull` (the backlog at
         PREVIEW_QUEUE_MAX, as for admission)."""
         k = self.keys
         with redis_errors():
-            code, detail = self._script("retry",
+            code, detail, *values = self._script("retry",
                 keys=[k.job(job_id), k.failed, k.waiting, k.delayed, k.notify, k.failed_payloads, k.failed_bytes,
                       k.seq],
                 args=[job_id, self.settings.queue_max, NOTIFY_MAX, HISTORY_MAX, HISTORY_REASON_BYTES, SEQ_SPAN,
-                      PRIORITY_RANK["high"], PRIORITY_RANK["normal"], PRIORITY_RANK["low"]],
+                      PRIORITY_RANK["high"], PRIORITY_RANK["normal"], PRIORITY_RANK["low"], *JobStatus.FIELDS],
             )
         code = int(code)
         if code == 1:
@@ -445,17 +494,18 @@ class JobQueue:
             raise Conflict(f"job {job_id!r} no longer holds its payload (failed jobs past their payload budget "
                            "shed theirs), so it cannot run again; enqueue it under a new jobId", jobId=job_id,
                            state="failed")
-        return self._status_after(job_id)
+        # As the retry left it: a worker may have claimed it since
+        return JobStatus.from_hash(dict(zip(JobStatus.FIELDS, values[0], strict=True)))
 
     def cancel(self, job_id: str, reason: str) -> JobStatus:
         """A waiting or delayed job dead-lettered with `reason` (its payload kept for a retry).
         `JobNotFound`; `Conflict` for any other state (a running render is not cancelled)."""
         s, k = self.settings, self.keys
         with redis_errors():
-            code, detail = self._script("cancel",
+            code, detail, *values = self._script("cancel",
                 keys=[k.job(job_id), k.waiting, k.delayed, k.failed, k.failed_payloads, k.failed_bytes],
                 args=[job_id, k.job_prefix, reason, s.keep_failed_seconds * 1000, self.caps.failed,
-                      self.caps.failed_payload_bytes],
+                      self.caps.failed_payload_bytes, *JobStatus.FIELDS],
             )
         code = int(code)
         if code == 1:
@@ -464,4 +514,4 @@ class JobQueue:
             why = " (a running render cannot be cancelled)" if detail == "active" else ""
             raise Conflict(f"job {job_id!r} is {detail}: only a waiting or delayed job can be cancelled{why}",
                            jobId=job_id, state=detail)
-        return self._status_after(job_id)
+        return JobStatus.from_hash(dict(zip(JobStatus.FIELDS, values[0], strict=True)))

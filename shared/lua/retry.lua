@@ -1,8 +1,10 @@
 -- Put a dead letter back in the queue: fresh attempts, its original priority and place, its
 -- failure appended to its history (the last historyMax, reasons clipped), a worker woken.
 -- KEYS: job, failed, waiting, delayed, notify, failedPayloads, failedBytes, seq
--- ARGV: jobId, queueMax, notifyMax, historyMax, reasonBytes, seqSpan, rankHigh, rankNormal, rankLow
--- Returns {code, detail}: 0 queued again (detail = 'waiting'), 1 no such job, 2 not failed
+-- ARGV: jobId, queueMax, notifyMax, historyMax, reasonBytes, seqSpan, rankHigh, rankNormal, rankLow,
+--       then the hash fields to answer with
+-- Returns {code, detail, values}: 0 queued again (detail = 'waiting', values = the fields as the
+--                         retry left them, before any worker claims it), 1 no such job, 2 not failed
 --                         (detail = its state), 3 queue full (detail = backlog), 4 its payload
 --                         is no longer kept (shed past the failed payloads' budget)
 local job = redis.call('HMGET', KEYS[1], 'state', 'attemptsMade', 'failedReason', 'finishedOn', 'score',
@@ -55,4 +57,6 @@ redis.call('HSET', KEYS[1], 'state', 'waiting', 'attemptsMade', 0, 'progress', 0
 redis.call('ZADD', KEYS[3], score, ARGV[1])
 redis.call('LPUSH', KEYS[5], '1')
 redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[3]) - 1)
-return {0, 'waiting'}
+local fields = {}
+for i = 10, #ARGV do fields[#fields + 1] = ARGV[i] end
+return {0, 'waiting', redis.call('HMGET', KEYS[1], unpack(fields))}

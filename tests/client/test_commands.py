@@ -5,6 +5,7 @@ was published is caught."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ from tests.client.conftest import (
     keyed_args,
     preview,
     signing_env,
+    start_emulator,
 )
 from tests.conftest import ROOT
 from tests.emulator.conftest import Emulator
@@ -126,16 +128,94 @@ def test_unknown_jobs_and_refused_payloads(keyed: Emulator, tmp_path: Path) -> N
     assert "cannot read" in unreadable.stderr
 
 
-def test_the_operator_routes_say_the_service_lacks_them(keyed: Emulator, tmp_path: Path) -> None:
-    """jobs, retry and cancel call routes this version of the service does not serve yet
-    (GET /api/preview/jobs, POST /api/preview/jobs/{id}/retry|cancel): a clear error, exit 1."""
+def test_a_dead_letter_is_listed_fixed_and_retried(keyed: Emulator, tmp_path: Path) -> None:
+    """The remedy for a dead letter, as docs/dead-letters.md gives it: find it with `jobs --state
+    failed`, read its reason, fix the cause, `retry` it; it runs again with fresh attempts and its
+    earlier failure in its history, and the counts move from failed to completed."""
     env = client_env(tmp_path)
-    for args, route, doing in ((["jobs", "--state", "failed"], "GET /api/preview/jobs", "listing jobs"),
-                               (["retry", "some-job"], "POST /api/preview/jobs/some-job/retry", "retrying a job"),
-                               (["cancel", "some-job"], "POST /api/preview/jobs/some-job/cancel", "cancelling a job")):
-        result = preview(keyed_args(keyed, *args), env)
-        assert_exit(result, 1)
-        assert f"{route}: the service has no such route ({doing} needs a service version" in result.stderr
+    document = json.loads(job_file(tmp_path, "render").read_text())
+    document.update(jobId="client-dead-letter", attempts=1)
+    inline = document["previewRequest"]["assets"][0]["uri"]
+    document["previewRequest"]["assets"][0]["uri"] = "images/operator-fix.png"  # not there yet
+    path = tmp_path / "dead-letter.json"
+    path.write_text(json.dumps(document))
+    failed = preview(keyed_args(keyed, "enqueue", str(path), "--wait"), env)
+    assert_exit(failed, 1)
+    assert "failed client-dead-letter after 1 attempt(s): " in failed.stdout
+
+    # Given the dead letter, the listing shows it with its reason
+    listed = preview(keyed_args(keyed, "jobs", "--state", "failed"), env)
+    assert_exit(listed, 0)
+    line = next((line for line in listed.stdout.splitlines() if line.startswith("client-dead-letter  ")), listed.stdout)
+    assert line.startswith("client-dead-letter  failed  ") and "attempt 1/1  " in line, line
+    assert "operator-fix.png" in line, line
+    before = json.loads(preview(keyed_args(keyed, "jobs", "--state", "failed", "--json"), env).stdout)["counts"]
+    # Re-posting it is a replay of a failed job: its jobId stays taken
+    replay = preview(keyed_args(keyed, "enqueue", str(path)), env)
+    assert replay.stdout == "already admitted client-dead-letter (200, an identical replay): it is failed\n"
+
+    # When the cause is fixed (the asset put where the job says) and the job retried
+    asset = data_dir(keyed) / "assets" / "images" / "operator-fix.png"
+    asset.parent.mkdir(parents=True, exist_ok=True)
+    asset.write_bytes(base64.b64decode(inline.split(",", 1)[1]))
+    retried = preview(keyed_args(keyed, "retry", "client-dead-letter"), env)
+    assert_exit(retried, 0)
+    assert retried.stdout == ("retried client-dead-letter: waiting with fresh attempts (1 earlier failure(s) in "
+                              "its history)\n")
+    # Then it runs again and completes, its earlier failure in its history
+    followed = preview(keyed_args(keyed, "enqueue", str(path), "--wait"), env)
+    assert_exit(followed, 0)
+    assert any(line.startswith("completed client-dead-letter in ") for line in followed.stdout.splitlines())
+    status = preview(keyed_args(keyed, "status", "client-dead-letter"), env)
+    assert status.stdout.startswith("client-dead-letter  completed  100%  attempt 1/1  ")
+    assert "  earlier: failed after 1 attempt(s) at " in status.stdout and "operator-fix.png" in status.stdout
+    after = json.loads(preview(keyed_args(keyed, "jobs", "--state", "completed", "--json"), env).stdout)
+    assert "client-dead-letter" in [job["jobId"] for job in after["jobs"]]
+    assert (after["counts"]["failed"], after["counts"]["completed"]) == (before["failed"] - 1, before["completed"] + 1)
+    # A job that is not failed is not retried
+    again = preview(keyed_args(keyed, "retry", "client-dead-letter"), env)
+    assert_exit(again, 1)
+    assert "409 job 'client-dead-letter' is completed: only a failed job can be retried" in again.stderr
+
+
+def test_waiting_jobs_page_by_page_and_one_cancelled(tmp_path: Path) -> None:
+    """Against an emulator without a worker: the waiting jobs in pages with a cursor, one of them
+    cancelled (a failed job with its reason, the counts moved), then retried after all."""
+    # no worker thread, and no kick (the render worker function would drain the queue)
+    emulator = start_emulator(tmp_path, ["--api-key", API_KEY, "--no-worker", "--no-schedules"],
+                              RENDER_WORKER_FUNCTION="")
+    env = client_env(tmp_path)
+    try:
+        for n in range(3):
+            assert_exit(preview(keyed_args(emulator, "enqueue", str(job_file(tmp_path, "minimal",
+                                                                             jobId=f"client-wait-{n}"))), env), 0)
+        first = preview(keyed_args(emulator, "jobs", "--state", "waiting", "--limit", "2"), env)
+        assert_exit(first, 0)
+        lines = first.stdout.splitlines()
+        assert [line.split()[0] for line in lines[:2]] == ["client-wait-0", "client-wait-1"]
+        assert lines[2].startswith("more: --cursor ")
+        rest = preview(keyed_args(emulator, "jobs", "--state", "waiting", "--cursor", lines[2].split()[-1]), env)
+        assert [line.split()[0] for line in rest.stdout.splitlines()] == ["client-wait-2"]
+
+        cancelled = preview(keyed_args(emulator, "cancel", "client-wait-1"), env)
+        assert_exit(cancelled, 0)
+        assert cancelled.stdout == "cancelled client-wait-1: failed (cancelled by request)\n"
+        twice = preview(keyed_args(emulator, "cancel", "client-wait-1"), env)
+        assert_exit(twice, 1)
+        assert "409 job 'client-wait-1' is failed: only a waiting or delayed job can be cancelled" in twice.stderr
+        page = json.loads(preview(keyed_args(emulator, "jobs", "--state", "failed", "--json"), env).stdout)
+        assert [(j["jobId"], j["failedReason"]) for j in page["jobs"]] == [("client-wait-1", "cancelled by request")]
+        assert (page["counts"]["waiting"], page["counts"]["failed"], page["counts"]["total"]) == (2, 1, 3)
+        unknown = preview(keyed_args(emulator, "cancel", "no-such-job"), env)
+        assert_exit(unknown, 1)
+        assert "404 no job 'no-such-job'" in unknown.stderr
+        # A cancel is undone by a retry: the job waits again in its place
+        assert_exit(preview(keyed_args(emulator, "retry", "client-wait-1"), env), 0)
+        page = json.loads(preview(keyed_args(emulator, "jobs", "--json"), env).stdout)
+        assert [j["jobId"] for j in page["jobs"]] == ["client-wait-0", "client-wait-1", "client-wait-2"]
+        assert (page["counts"]["waiting"], page["counts"]["failed"]) == (3, 0)
+    finally:
+        emulator.stop()
 
 
 def test_a_missing_or_wrong_key_is_401(keyed: Emulator, tmp_path: Path) -> None:

@@ -77,6 +77,7 @@ def test_the_client_calls_the_handlers_routes() -> None:
     assert client.JOB_ROUTE == api.JOB_ROUTE
     assert client.QUEUE_METRICS_ROUTE == api.QUEUE_METRICS_ROUTE
     assert client.WORKER_HEALTH_ROUTE == api.WORKER_HEALTH_ROUTE
+    assert client.JOBS_ROUTE == api.JOBS_ROUTE
 
 
 def _requirement_names(requirements: list[str]) -> set[str]:
