@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 from shared.contract import DEFAULT_PRIORITY
 
@@ -220,8 +220,9 @@ class JobStatus(JobSummary):
     FIELDS: ClassVar[tuple[str, ...]] = (*JobSummary.FIELDS, "history")
 
     @classmethod
-    def from_hash(cls, fields: Mapping[str, str | None]) -> JobStatus:
-        return cls(**cls._values(fields), history=_history(fields.get("history")))
+    def from_hash(cls, fields: Mapping[str, str | None], **extra: Any) -> Self:
+        """The record of a job's hash fields (`extra`: the fields a subclass adds)."""
+        return cls(**cls._values(fields), history=_history(fields.get("history")), **extra)
 
 
 class RequestSummary(ApiModel):

@@ -237,10 +237,9 @@ def job_detail(queue: JobQueue, job_id: str) -> JobDetail:
     fields = queue.job_fields_all(job_id)
     if fields is None:
         raise JobNotFound(f"no job {job_id!r}", jobId=job_id)
-    status = JobStatus.from_hash(fields)
-    return JobDetail(**status.as_dict(), stacktrace=fields.get("stacktrace") or None,
-                     worker=fields.get("worker") if status.state == "active" else None,
-                     request=_request_summary(fields.get("payload")))
+    return JobDetail.from_hash(fields, stacktrace=fields.get("stacktrace") or None,
+                               worker=fields.get("worker") if fields.get("state") == "active" else None,
+                               request=_request_summary(fields.get("payload")))
 
 
 def retry_job(queue: JobQueue, kick: Kick, job_id: str) -> JobStatus:
