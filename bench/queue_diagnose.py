@@ -32,9 +32,9 @@ def _noop(*args: Any, **kwargs: Any) -> None:
 
 def _patches(name: str, scratch: Path) -> list[Any]:
     """In-process stand-ins for one part of `Worker.process`, to measure what it costs."""
-    no_logs = [mock.patch.object(job_module.logger, "info", _noop)]
-    idle_lease = SimpleNamespace(progress=_noop, check=_noop, stop=_noop)
-    no_lease = [mock.patch.object(lease_module.LeaseRenewer, "add", lambda self, job, abort: idle_lease)]
+    no_logs = [mock.patch.object(job_module, "info_line", _noop)]
+    idle_lease = SimpleNamespace(progress=_noop, check=_noop, stop=_noop, rendered=_noop, overrun=False)
+    no_lease = [mock.patch.object(lease_module.LeaseRenewer, "add", lambda self, job, abort, *limit: idle_lease)]
     no_tmp = [
         mock.patch.object(scratch_module, "tempfile", SimpleNamespace(mkdtemp=lambda **kw: str(scratch))),
         mock.patch.object(scratch_module, "shutil", SimpleNamespace(rmtree=_noop)),

@@ -5,13 +5,18 @@ targets and table are queue_bench's."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import redis
 
 from bench import harness
 from bench.queue_fixtures import (
@@ -21,8 +26,10 @@ from bench.queue_fixtures import (
     QueueBench,
     Sizes,
     job_payload,
+    make_settings,
     noop_render,
     prefill,
+    worker_env,
 )
 from shared.contract import JobRequest
 from shared.queue import JobQueue
@@ -248,3 +255,211 @@ def pickup_latency(bench: QueueBench, sizes: Sizes) -> PickupLatency:
         bench.close_clients()
         bench.flush()
     return PickupLatency(rounds)
+
+
+# -- 5. as users run it: worker processes, bulk admission, admission through the service ----
+
+
+class WorkerProcess:
+    """`python -m bench.queue_worker <side>` on the bench's queue until the block ends (SIGTERM,
+    then SIGKILL); its stdout (the worker's log lines) goes to /dev/null, written all the same."""
+
+    def __init__(self, side: str, env: dict[str, str]) -> None:
+        self.side, self.env = side, env
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> WorkerProcess:
+        self.process = subprocess.Popen([sys.executable, "-m", "bench.queue_worker", self.side], cwd=harness.REPO_ROOT,
+                                        env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return self
+
+    def check(self) -> None:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            error = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+            raise RuntimeError(f"the {self.side} worker exited: {error.strip()[-2000:]}")
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stderr:
+            self.process.stderr.close()
+
+
+def _completed_key(side: str, name: str) -> str:
+    return f"pq:{{{name}}}:completed" if side == "ours" else f"bull:{name}:completed"
+
+
+def _fill(side: str, bench: QueueBench, name: str, n: int, tag: str) -> None:
+    """n waiting jobs, admitted in bulk (untimed)."""
+    if side == "ours":
+        queue = JobQueue(bench.queue("fill").redis, make_settings(bench.url, name, bench.data_dir))
+        for first in range(0, n, 1000):
+            queue.admit_many([job_payload(i, tag) for i in range(first, min(n, first + 1000))])
+        queue.close()
+    else:
+        asyncio.run(_bullmq_fill(bench.url, name, n, tag))
+
+
+async def _bullmq_fill(url: str, name: str, n: int, tag: str) -> None:
+    from bullmq import Queue
+
+    queue = Queue(name, {"connection": url})
+    try:
+        for first in range(0, n, 1000):
+            await queue.addBulk([{"name": "preview", "data": job_payload(i, tag), "opts": {"jobId": f"{tag}-{i}"}}
+                                 for i in range(first, min(n, first + 1000))])
+    finally:
+        await queue.close()
+
+
+def worker_rate(bench: QueueBench, side: str, n: int, concurrency: int, log_level: str = "INFO") -> float:
+    """jobs/s of a worker process (ours or bullmq's) over n pre-filled no-op jobs, in steady
+    state: from the moment a tenth of them are done to the moment nine tenths are (so neither
+    its start-up nor the last jobs' tail is counted). The completed set is read every 2 ms."""
+    name = f"bench-{side}-worker-{time.monotonic_ns()}"
+    _fill(side, bench, name, n, "b")
+    key = _completed_key(side, name)
+    low, high = n // 10, n - n // 10
+    with redis.Redis.from_url(bench.url) as client, \
+            WorkerProcess(side, worker_env(bench.url, name, bench.data_dir, concurrency, log_level)) as worker:
+        deadline = time.monotonic() + max(60.0, n / 50)
+        start = None
+        while True:
+            done = int(client.zcard(key))
+            now = time.perf_counter()
+            if start is None and done >= low:
+                start, start_done = now, done
+            if start is not None and done >= high:
+                return (done - start_done) / (now - start)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the {side} worker finished {done} of {n} jobs")
+            worker.check()
+            time.sleep(0.002)
+
+
+def pickup_round(bench: QueueBench, side: str, samples: int, warmup: int, gaps: tuple[float, ...],
+                 concurrency: int) -> dict[float, list[float]]:
+    """An idle worker process: ms from an admission returning (`JobQueue.admit`, bullmq's
+    `Queue.add`) to the job's processor being called in the worker, for each spacing."""
+    name = f"bench-{side}-pickup-{time.monotonic_ns()}"
+    record = bench.data_dir / f"{name}.pickups"
+    bench.data_dir.mkdir(parents=True, exist_ok=True)
+    env = {**worker_env(bench.url, name, bench.data_dir, concurrency), "BENCH_PICKUP_FILE": str(record)}
+    plan = [(f"w-{i}", gaps[0]) for i in range(warmup)] + [
+        (f"g{g}-{i}", gap) for g, gap in enumerate(gaps) for i in range(samples)]
+    admitted: dict[str, float] = {}
+    with WorkerProcess(side, env) as worker:
+        picked = _wait_lines(record, 0, worker, timeout_s=0)  # nothing yet
+        if side == "ours":
+            queue = JobQueue(bench.queue("pickup").redis, make_settings(bench.url, name, bench.data_dir))
+            for i, (job_id, gap) in enumerate(plan):
+                if i == 0:
+                    queue.admit({**job_payload(0, "ready"), "jobId": "ready"})
+                    picked = _wait_lines(record, 1, worker, timeout_s=60)
+                time.sleep(gap)
+                queue.admit({**job_payload(i), "jobId": job_id})
+                admitted[job_id] = time.perf_counter()
+            queue.close()
+        else:
+            admitted, picked = asyncio.run(_bullmq_pickups(bench.url, name, plan, record, worker))
+        picked = _wait_lines(record, len(plan) + 1, worker, timeout_s=30)
+    record.unlink(missing_ok=True)
+    latencies: dict[float, list[float]] = {gap: [] for gap in gaps}
+    for g, gap in enumerate(gaps):
+        for i in range(samples):
+            job_id = f"g{g}-{i}"
+            latencies[gap].append((picked[job_id] - admitted[job_id]) * 1000)
+    return latencies
+
+
+async def _bullmq_pickups(url: str, name: str, plan: list[tuple[str, float]], record: Path,
+                          worker: WorkerProcess) -> tuple[dict[str, float], dict[str, float]]:
+    from bullmq import Queue
+
+    queue = Queue(name, {"connection": url})
+    admitted: dict[str, float] = {}
+    picked: dict[str, float] = {}
+    try:
+        await queue.add("preview", job_payload(0, "ready"), {"jobId": "ready"})
+        picked = _wait_lines(record, 1, worker, timeout_s=60)
+        for i, (job_id, gap) in enumerate(plan):
+            await asyncio.sleep(gap)
+            await queue.add("preview", job_payload(i), {"jobId": job_id})
+            admitted[job_id] = time.perf_counter()
+    finally:
+        await queue.close()
+    return admitted, picked
+
+
+def _wait_lines(record: Path, count: int, worker: WorkerProcess, timeout_s: float) -> dict[str, float]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        lines = record.read_text(encoding="utf-8").splitlines() if record.exists() else []
+        if len(lines) >= count:
+            return {job_id: float(at) for job_id, at in (line.split() for line in lines)}
+        if time.monotonic() >= deadline:
+            if timeout_s:
+                raise TimeoutError(f"the {worker.side} worker picked up {len(lines)} of {count} jobs")
+            return {}
+        worker.check()
+        time.sleep(0.005)
+
+
+def ours_admit_many(bench: QueueBench, n: int, warmup: int) -> float:
+    """jobs/s of one `JobQueue.admit_many` call with n jobs."""
+    queue = bench.queue("bulk")
+    queue.admit_many([job_payload(i, "w") for i in range(warmup)])
+    payloads = [job_payload(i) for i in range(n)]
+    start = time.perf_counter()
+    answers = queue.admit_many(payloads)
+    elapsed = time.perf_counter() - start
+    if sum(1 for a in answers if getattr(a, "created", False)) != n:
+        raise RuntimeError("admit_many did not admit every job")
+    return n / elapsed
+
+
+async def _bullmq_add_bulk(url: str, n: int, warmup: int) -> float:
+    from bullmq import Queue
+
+    queue = Queue(f"bq-bulk-{time.monotonic_ns()}", {"connection": url})
+    try:
+        await queue.addBulk([{"name": "preview", "data": job_payload(i, "w"), "opts": {"jobId": f"w-{i}"}}
+                             for i in range(warmup)])
+        jobs = [{"name": "preview", "data": job_payload(i), "opts": {"jobId": f"b-{i}"}} for i in range(n)]
+        start = time.perf_counter()
+        await queue.addBulk(jobs)
+        return n / (time.perf_counter() - start)
+    finally:
+        await queue.close()
+
+
+def bullmq_add_bulk(url: str, n: int, warmup: int) -> float:
+    """jobs/s of one bullmq `Queue.addBulk` call with n jobs."""
+    return asyncio.run(_bullmq_add_bulk(url, n, warmup))
+
+
+def _no_kick(job_id: str) -> None:
+    return None
+
+
+def ours_enqueue(bench: QueueBench, n: int, warmup: int) -> float:
+    """jobs/s of `service.enqueue` as the enqueue handler calls it (validation, admission and
+    its log line at the default INFO level), one caller, the seed's minimal payload."""
+    from shared import observability, service
+
+    queue = bench.queue("enqueue")
+    observability.configure(queue.settings)
+    with harness.quiet_stdout():
+        for i in range(warmup):
+            service.enqueue(job_payload(i, "w"), settings=queue.settings, queue=queue, kick=_no_kick)
+        documents = [job_payload(i) for i in range(n)]
+        start = time.perf_counter()
+        for document in documents:
+            service.enqueue(document, settings=queue.settings, queue=queue, kick=_no_kick)
+        return n / (time.perf_counter() - start)

@@ -10,26 +10,29 @@ import pytest
 from bench import queue_bench
 from bench.queue_bench import Sizes
 
-TINY = Sizes(admit_jobs=40, claim_jobs=40, worker_jobs=40, latency_samples=10, concurrency=2, warmup_jobs=5,
-             rounds=1, latency_gap_s=0.001)
+TINY = Sizes(admit_jobs=40, claim_jobs=40, worker_jobs=100, bulk_jobs=40, latency_samples=10, concurrency=2,
+             warmup_jobs=5, rounds=1, latency_rounds=1, latency_gaps_s=(0.002, 0.01))
 
 
+@pytest.mark.process
 @pytest.mark.slow
 def test_queue_bench_produces_numbers(redis_url: str, tmp_path: Path) -> None:
     rows = queue_bench.run(redis_url, tmp_path, TINY, log=lambda _line: None)
 
     names = [row.name for row in rows]
-    assert any(name.startswith("enqueue") for name in names)
-    assert any(name.startswith("Worker class") for name in names)
-    assert any(name.startswith("pickup latency p99") for name in names)
+    for wanted in ("enqueue one at a time", "bulk enqueue", "service.enqueue / bare", "worker, no-op job",
+                   "worker: cost of INFO logging", "pickup p99, 2 ms spacing", "pickup p99, 10 ms spacing"):
+        assert any(name.startswith(wanted) for name in names), (wanted, names)
     with_bullmq = queue_bench.bullmq_version() is not None
     for row in rows:
-        assert row.ours > 0, row
-        # Rows that name a baseline got one: bullmq's figure, or the computed poller's latency.
-        if row.baseline_name and (with_bullmq or row.unit == "ms"):
-            assert row.baseline is not None and row.baseline > 0, row
+        assert row.ours and all(value > 0 for value in row.ours) or row.unit == "%", row
+        # Rows that name a baseline got bullmq's figure, measured in the same run.
+        if row.baseline_name and with_bullmq:
+            assert row.baseline and all(value > 0 for value in row.baseline), row
+        if row.target is not None:
+            assert row.passed is not None, row
     table = queue_bench.format_table(rows)
-    assert "pickup latency p99" in table
+    assert "pickup p99, 2 ms spacing" in table and ("PASS" in table or "MISS" in table)
 
 
 @pytest.mark.process

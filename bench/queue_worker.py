@@ -1,0 +1,80 @@
+"""A no-op worker process for the queue bench, ours or bullmq's, run as users run theirs.
+
+    python -m bench.queue_worker ours      the service's worker as `python -m functions.render_worker`
+                                           builds it (settings from the environment, the service's
+                                           logging to stdout), with a render and a store that do
+                                           nothing: PREVIEW_WORKER_CONCURRENCY job loops on the main
+                                           thread (so the start-up heap is frozen, as in production)
+    python -m bench.queue_worker bullmq    a bullmq Worker, concurrency BENCH_CONCURRENCY, on
+                                           BENCH_QUEUE at REDIS_URL, a no-op async processor
+
+With BENCH_PICKUP_FILE set, each job's pickup time (time.perf_counter: CLOCK_MONOTONIC, the same
+clock in every process of the machine) goes there as a line "<jobId> <seconds>", written after
+the time was taken. Both stop on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+
+def _recorder() -> IO[str] | None:
+    path = os.environ.get("BENCH_PICKUP_FILE")
+    return open(path, "a", encoding="utf-8", buffering=1) if path else None  # noqa: SIM115
+
+
+def run_ours() -> int:
+    from bench.queue_fixtures import NullStore
+    from shared import wiring
+    from shared.worker import Worker
+
+    record = _recorder()
+
+    def render(request: Any, out: Path, settings: Any, progress: Any) -> None:
+        if record is not None:
+            record.write(f"{request.job_id} {time.perf_counter()}\n")
+
+    services = wiring.services()
+    worker = Worker(services.settings, services.queue, NullStore(), render=render)
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    try:
+        return worker.run_forever()
+    finally:
+        wiring.reset()
+
+
+def run_bullmq() -> int:
+    import asyncio
+
+    from bullmq import Worker as BullWorker
+
+    from bench.queue_fixtures import KEEP_COMPLETED_COUNT, KEEP_COMPLETED_SECONDS
+
+    record = _recorder()
+
+    async def processor(job: Any, token: str) -> None:
+        if record is not None:
+            record.write(f"{job.id} {time.perf_counter()}\n")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        worker = BullWorker(os.environ["BENCH_QUEUE"], processor, {
+            "connection": os.environ["REDIS_URL"],
+            "concurrency": int(os.environ.get("BENCH_CONCURRENCY", "8")),
+            "removeOnComplete": {"count": KEEP_COMPLETED_COUNT, "age": KEEP_COMPLETED_SECONDS},
+        })
+        await stop.wait()
+        await worker.close()
+
+    asyncio.run(main())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_bullmq() if sys.argv[1:] == ["bullmq"] else run_ours())
