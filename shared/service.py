@@ -32,7 +32,7 @@ from shared.models import (
     iso_ms,
     utc_now_iso,
 )
-from shared.observability import in_lambda, logger, record_health, record_job, record_queue_counts
+from shared.observability import in_lambda, info_line, logger, record_health, record_job, record_queue_counts
 from shared.queue import JobQueue
 from shared.settings import Settings, mask_url
 
@@ -46,8 +46,8 @@ def enqueue(document: Any, *, settings: Settings, queue: JobQueue, kick: Kick) -
     nudges the worker."""
     payload = contract.validate_payload(document, settings)
     result = queue.admit(payload)
-    logger.info("job admitted" if result.created else "job replayed",
-                extra={"jobId": result.jobId, "projectId": payload["projectId"], "state": result.state})
+    info_line("job admitted" if result.created else "job replayed",
+              {"jobId": result.jobId, "projectId": payload["projectId"], "state": result.state})
     if result.created:
         kick(result.jobId)
     return result
