@@ -10,7 +10,7 @@ import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import field
 from importlib import resources
 from typing import Any
 
@@ -38,6 +38,7 @@ from shared.keys import (
     QueueKeys,
 )
 from shared.models import AdmitResult, JobStatus, JobSummary, QueueCounts
+from shared.records import lazy_dataclass
 from shared.redis_client import MAX_BLOCK_SECONDS, RedisClient, ScriptRunner
 from shared.retention import REASON_MAX_BYTES, STACKTRACE_MAX_BYTES, caps, clip
 from shared.settings import Settings
@@ -108,7 +109,7 @@ def redis_errors() -> Iterator[None]:
         raise
 
 
-@dataclass
+@lazy_dataclass
 class ClaimedJob:
     id: str
     token: str
@@ -120,7 +121,7 @@ class ClaimedJob:
     fields: dict[str, str] = field(repr=False, default_factory=dict)
 
 
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class ClaimOutcome:
     job: ClaimedJob | None
     next_due_ms: int | None = None
