@@ -16,7 +16,7 @@ from local.errors import StartupError
 from local.template import load_template
 from tests.conftest import EVENTS, ROOT, load_event
 from tests.emulator.conftest import child_env, run_local, write_template
-from tests.handlers import EXPECTED, fill_queue
+from tests.handlers import EXPECTED, dead_letter, fill_queue
 
 TEMPLATE = ROOT / "template.yaml"
 
@@ -54,6 +54,8 @@ def given(steps: list[str], tmp_path: Path, redis_url: str) -> None:
             if kind == "render":
                 code, status = call("JobStatusFunction", status_event(arg), tmp_path)
                 assert json.loads(status["body"])["state"] == "completed", status
+        elif kind == "dead-letter":
+            dead_letter(arg)  # claimed and failed for good on the same Redis, as a worker would
         else:
             raise AssertionError(f"unknown given step {step!r}")
 
