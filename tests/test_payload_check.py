@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import functools
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +16,7 @@ import pytest
 
 from deploy import payload_check as generator
 from shared import contract, payload_check
-from tests.conftest import load_event
+from tests.conftest import ROOT, load_event
 
 
 @pytest.fixture(autouse=True)
@@ -39,9 +41,9 @@ def test_admission_compiles_no_code(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(fast, functools.partial) and fast.func is payload_check.validate
     document = json.loads(load_event("enqueue_job", "success")["body"])
     assert contract.schema_errors(document) == []
-    with pytest.raises(fastjsonschema.JsonSchemaException):
+    with pytest.raises(payload_check.JsonSchemaValueException):
         fast({**document, "jobId": ".hidden"})
-    with pytest.raises(fastjsonschema.JsonSchemaException):  # the format checker is the one passed in
+    with pytest.raises(payload_check.JsonSchemaValueException):  # the format checker is the one passed in
         fast({**document, "createdAt": "2026-13-01T00:00:00Z"})
 
 
@@ -56,9 +58,24 @@ def test_a_module_of_another_schema_is_not_used(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_the_digest_follows_the_schema_and_the_generator() -> None:
-    definition = contract._ecma_schema(contract.SCHEMA)
-    digest = contract.fast_validator_digest(definition, fastjsonschema.VERSION)
-    assert digest == payload_check.DIGEST
-    changed = {**definition, "required": [*definition["required"], "extra"]}
-    assert contract.fast_validator_digest(changed, fastjsonschema.VERSION) != digest
-    assert contract.fast_validator_digest(definition, "0.0.0") != digest
+    digest = contract.fast_validator_digest(contract.SCHEMA, payload_check.VERSION)
+    assert digest == payload_check.DIGEST and payload_check.VERSION == fastjsonschema.VERSION
+    changed = {**contract.SCHEMA, "required": [*contract.SCHEMA["required"], "extra"]}
+    assert contract.fast_validator_digest(changed, payload_check.VERSION) != digest
+    assert contract.fast_validator_digest(contract.SCHEMA, "0.0.0") != digest
+
+
+@pytest.mark.process
+def test_the_enqueue_cold_start_loads_no_code_generator() -> None:
+    probe = """
+import json, sys
+import functions.enqueue_job.app
+from shared import contract
+from tests.conftest import load_event
+assert contract.schema_errors(json.loads(load_event("enqueue_job", "success")["body"])) == []
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("fastjsonschema"))))
+"""
+    env = {"PATH": "/usr/bin:/bin", "REDIS_URL": "redis://127.0.0.1:9/0", "ARTIFACT_BUCKET": "b"}
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert json.loads(result.stdout) == []
