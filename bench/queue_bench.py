@@ -22,6 +22,8 @@ How the figures are taken:
 - admission through the service: `service.enqueue` (schema and rule validation, admission, its
   log line) against the bare `JobQueue.admit`, same payload (the seed's minimal one);
 - logging: our worker at LOG_LEVEL=INFO against the same worker at WARNING;
+- multi-process worker: PREVIEW_WORKER_PROCESSES=2 with the concurrency halved (the same job
+  loops in all), in the same rounds as the single process and bullmq;
 - Node BullMQ is not run here: its figure is the issue's measurement, printed for the gap.
 
 The measurements are in bench/queue_measures.py, what they stand on in bench/queue_fixtures.py,
@@ -60,6 +62,8 @@ SERVICE_TARGET = harness.Target(">=", 0.8)
 LOG_COST_TARGET = harness.Target("<=", 10.0, "%")
 # The issue's measurement of BullMQ on Node (worker, no-op job, concurrency 8): not run here.
 NODE_BULLMQ_WORKER = 13_616.0
+# The multi-process row: PREVIEW_WORKER_PROCESSES, the concurrency shared out among them.
+WORKER_PROCESSES = 2
 
 __all__ = ["QUICK", "Row", "Sizes", "bullmq_version", "format_table", "main", "run"]
 
@@ -161,18 +165,28 @@ def run(url: str, data_dir: Path, sizes: Sizes = FULL, *, with_bullmq: bool = Tr
                         note=f"service.enqueue {_rate(r['service'])}, JobQueue.admit {_rate(r['bare'])}: validation, "
                              "admission and the INFO line, the seed's minimal payload"))
 
-        step(f"worker process, no-op job, concurrency {c}")
+        per_process = max(1, c // WORKER_PROCESSES)
+        step(f"worker process, no-op job, concurrency {c}; {WORKER_PROCESSES} processes x {per_process}")
         r = bench.rounds(rounds, {
             "ours": lambda: worker_rate(bench, "ours", sizes.worker_jobs, c),
             **bq({"bullmq": lambda: worker_rate(bench, "bullmq", sizes.worker_jobs, c)}),
             "ours-quiet": lambda: worker_rate(bench, "ours", sizes.worker_jobs, c, log_level="WARNING"),
+            "ours-processes": lambda: worker_rate(bench, "ours", sizes.worker_jobs, per_process,
+                                                  processes=WORKER_PROCESSES),
         })
         rows.append(Row(f"worker, no-op job, concurrency {c}", r["ours"], "jobs/s", r.get("bullmq"), f"Worker, c={c}",
                         WORKER_TARGET, note="ours at the default LOG_LEVEL=INFO (a JSON line per job to stdout)"))
+        rows.append(Row(f"worker, {WORKER_PROCESSES} processes x concurrency {per_process}", r["ours-processes"],
+                        "jobs/s", r.get("bullmq"), f"Worker, c={c}", WORKER_TARGET,
+                        note=f"PREVIEW_WORKER_PROCESSES={WORKER_PROCESSES}, PREVIEW_WORKER_CONCURRENCY={per_process}: "
+                             f"the same {c} job loops in all, against the same bullmq rounds"))
         node = statistics.median(r["ours"]) / NODE_BULLMQ_WORKER
         rows.append(Row("worker: gap to Node BullMQ", [node], "x",
                         note=f"ours / {NODE_BULLMQ_WORKER:,.0f} jobs/s, BullMQ on Node as the issue measured it "
                              "(not run here)"))
+        node = statistics.median(r["ours-processes"]) / NODE_BULLMQ_WORKER
+        rows.append(Row(f"worker, {WORKER_PROCESSES} processes: gap to Node BullMQ", [node], "x",
+                        note=f"ours with {WORKER_PROCESSES} processes / {NODE_BULLMQ_WORKER:,.0f} jobs/s"))
         costs = [100 * (1 - info / quiet) for info, quiet in zip(r["ours"], r["ours-quiet"], strict=True)]
         rows.append(Row("worker: cost of INFO logging", costs, "%", target=LOG_COST_TARGET,
                         note=f"throughput at LOG_LEVEL=WARNING {_rate(r['ours-quiet'])}; per round: "

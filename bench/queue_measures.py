@@ -318,16 +318,19 @@ async def _bullmq_fill(url: str, name: str, n: int, tag: str) -> None:
         await queue.close()
 
 
-def worker_rate(bench: QueueBench, side: str, n: int, concurrency: int, log_level: str = "INFO") -> float:
+def worker_rate(bench: QueueBench, side: str, n: int, concurrency: int, log_level: str = "INFO",
+                processes: int = 1) -> float:
     """jobs/s of a worker process (ours or bullmq's) over n pre-filled no-op jobs, in steady
     state: from the moment a tenth of them are done to the moment nine tenths are (so neither
-    its start-up nor the last jobs' tail is counted). The completed set is read every 2 ms."""
+    its start-up nor the last jobs' tail is counted). The completed set is read every 2 ms.
+    `processes` (ours): PREVIEW_WORKER_PROCESSES, each process with `concurrency` job loops."""
     name = f"bench-{side}-worker-{time.monotonic_ns()}"
     _fill(side, bench, name, n, "b")
     key = _completed_key(side, name)
     low, high = n // 10, n - n // 10
-    with redis.Redis.from_url(bench.url) as client, \
-            WorkerProcess(side, worker_env(bench.url, name, bench.data_dir, concurrency, log_level)) as worker:
+    env = {**worker_env(bench.url, name, bench.data_dir, concurrency, log_level),
+           "PREVIEW_WORKER_PROCESSES": str(processes)}
+    with redis.Redis.from_url(bench.url) as client, WorkerProcess(side, env) as worker:
         deadline = time.monotonic() + max(60.0, n / 50)
         start = None
         while True:

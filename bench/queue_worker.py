@@ -4,7 +4,9 @@
                                            builds it (settings from the environment, the service's
                                            logging to stdout), with a render and a store that do
                                            nothing: PREVIEW_WORKER_CONCURRENCY job loops on the main
-                                           thread (so the start-up heap is frozen, as in production)
+                                           thread (so the start-up heap is frozen, as in production);
+                                           with PREVIEW_WORKER_PROCESSES above 1, that many such
+                                           processes under the service's supervisor
     python -m bench.queue_worker bullmq    a bullmq Worker, concurrency BENCH_CONCURRENCY, on
                                            BENCH_QUEUE at REDIS_URL, a no-op async processor
 
@@ -40,6 +42,10 @@ def run_ours() -> int:
             record.write(f"{request.job_id} {time.perf_counter()}\n")
 
     services = wiring.services()
+    if services.settings.worker_processes > 1:  # as functions.render_worker runs several
+        from shared.worker.processes import supervise
+
+        return supervise([sys.executable, "-m", "bench.queue_worker", "ours"], services.settings.worker_processes)
     worker = Worker(services.settings, services.queue, NullStore(), render=render)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     try:

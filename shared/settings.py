@@ -33,6 +33,8 @@ class Settings(EnvSettings):
         "preview-jobs"
     )
     worker_concurrency: Annotated[int, Field(alias="PREVIEW_WORKER_CONCURRENCY", ge=1, le=64)] = 2
+    # The long-running worker only: that many worker processes under one parent (shared/worker/processes.py).
+    worker_processes: Annotated[int, Field(alias="PREVIEW_WORKER_PROCESSES", ge=1, le=64)] = 1
     queue_max: Annotated[int, Field(alias="PREVIEW_QUEUE_MAX", ge=1, le=1_000_000)] = 20
     data_dir: Annotated[Path, Field(alias="DATA_DIR")] = Path("./data")
 

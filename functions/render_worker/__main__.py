@@ -2,7 +2,10 @@
 
 PREVIEW_WORKER_CONCURRENCY jobs at a time, `/metrics` for Prometheus on
 PREVIEW_METRICS_HOST:PREVIEW_METRICS_PORT, and on SIGTERM/SIGINT the active jobs finish (or
-are handed back after PREVIEW_SHUTDOWN_GRACE_SECONDS) before the process exits."""
+are handed back after PREVIEW_SHUTDOWN_GRACE_SECONDS) before the process exits.
+
+With PREVIEW_WORKER_PROCESSES above 1 this process supervises that many copies of itself (see
+shared/worker/processes.py)."""
 
 from __future__ import annotations
 
@@ -12,10 +15,20 @@ import sys
 from shared import wiring
 from shared.errors import ConfigError
 from shared.observability import logger
+from shared.settings import Settings
 from shared.worker.process_mode import leave
+from shared.worker.processes import supervise
 
 
 def main() -> int:
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    if settings.worker_processes > 1:
+        return supervise([sys.executable, "-m", "functions.render_worker"], settings.worker_processes,
+                         metrics_port=settings.metrics_port, shutdown_grace_s=settings.shutdown_grace_seconds)
     try:
         services = wiring.services()
     except ConfigError as exc:
