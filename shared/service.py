@@ -14,7 +14,15 @@ from typing import Any, Protocol
 
 from shared import contract, disk, retention
 from shared.artifacts import ArtifactStore, layout
-from shared.errors import ArtifactPruned, InvalidPayload, InvalidRequest, JobNotCompleted, JobNotFound, StoreUnavailable
+from shared.errors import (
+    ArtifactPruned,
+    InvalidPayload,
+    InvalidRequest,
+    JobNotCompleted,
+    JobNotFound,
+    PreviewError,
+    StoreUnavailable,
+)
 from shared.keys import STATES
 from shared.models import (
     AdmitResult,
@@ -51,6 +59,32 @@ def enqueue(document: Any, *, settings: Settings, queue: JobQueue, kick: Kick) -
     if result.created:
         kick(result.jobId)
     return result
+
+
+def enqueue_many(documents: list[Any], *, settings: Settings, queue: JobQueue,
+                 kick: Kick) -> list[AdmitResult | PreviewError]:
+    """`enqueue` for several documents at once, each answered in its place as `enqueue` would
+    answer it alone: its result, or the `InvalidPayload` / `Conflict` / `QueueFull` it would
+    raise. The valid ones are admitted in order in one atomic script per batch
+    (`JobQueue.admit_many`), so the backlog limit holds exactly and a jobId given twice is a
+    replay (or conflict) of its first admission. `StoreUnavailable` is raised for all."""
+    answers: list[AdmitResult | PreviewError | None] = []
+    valid: list[tuple[int, dict[str, Any]]] = []
+    for document in documents:
+        try:
+            valid.append((len(answers), contract.validate_payload(document, settings)))
+            answers.append(None)
+        except PreviewError as exc:  # InvalidPayload, InvalidRequest
+            answers.append(exc)
+    admitted = queue.admit_many([payload for _, payload in valid]) if valid else []
+    for (place, payload), answer in zip(valid, admitted, strict=True):
+        answers[place] = answer
+        if isinstance(answer, AdmitResult):
+            info_line("job admitted" if answer.created else "job replayed",
+                      {"jobId": answer.jobId, "projectId": payload["projectId"], "state": answer.state})
+            if answer.created:
+                kick(answer.jobId)
+    return [answer for answer in answers if answer is not None]
 
 
 def job_status(queue: JobQueue, job_id: str) -> JobStatus:
