@@ -1,7 +1,7 @@
 """The `preview` command (also `python -m preview_client`).
 
     preview validate FILE...                      offline: the contract admission applies
-    preview enqueue FILE [--wait] [--download DIR]
+    preview enqueue FILE... [--wait] [--download DIR]   several files: sent concurrently
     preview status ID
     preview artifact ID [--download DIR]          files checked against the manifest's sha256
     preview jobs [--state failed]                 \\
@@ -19,11 +19,13 @@ preview_client.errors.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -91,8 +93,9 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--interval", type=_positive, default=0.5, metavar="SECONDS",
                        help="status polling interval (default: 0.5)")
 
-    enqueue = command("enqueue", "submit a job (retried with the same body on 503, after Retry-After on 429)")
-    enqueue.add_argument("file", metavar="FILE", help="the job document (JSON); - reads stdin")
+    enqueue = command("enqueue", "submit jobs (each retried with the same body on 503, after Retry-After on 429)")
+    enqueue.add_argument("files", nargs="+", metavar="FILE",
+                         help=f"job documents (JSON), several sent {SEND_AT_ONCE} at a time; - reads stdin")
     enqueue.add_argument("--wait", action="store_true", help="follow the job until it completes or fails")
     enqueue.add_argument("--download", type=Path, metavar="DIR",
                          help="then download its files into DIR, checked against the manifest (implies --wait)")
@@ -123,6 +126,10 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+# `preview enqueue` with several files: this many requests in flight at once.
+SEND_AT_ONCE = 8
+
+
 class Output:
     """stdout for results, stderr for progress, retries and errors."""
 
@@ -143,6 +150,20 @@ class Output:
     def retrying(self, notice: RetryNotice) -> None:
         self.note(f"preview: {notice.method} {notice.path}: {notice.reason}; retrying in {notice.wait:.1f} s "
                   f"(after try {notice.attempt})")
+
+
+class Buffered(Output):
+    """The output of one of several jobs, shown once it is done (in the order given)."""
+
+    out: io.StringIO
+    err: io.StringIO
+
+    def __init__(self, as_json: bool) -> None:
+        super().__init__(as_json, io.StringIO(), io.StringIO())
+        self.result: dict[str, Any] = {}
+
+    def document(self, value: Any) -> None:
+        self.result = value
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -227,7 +248,41 @@ def read_job(name: str) -> bytes:
 
 
 def enqueue(client: PreviewClient, args: argparse.Namespace, output: Output) -> int:
-    admission = client.enqueue(read_job(args.file))
+    """One file: its admission (and status, files). Several: each as if alone, SEND_AT_ONCE
+    at a time over the one client; their reports in the order given (with --json, a list of
+    {"file", and the one-file document or "error"}); the exit status is the worst of theirs."""
+    if len(args.files) == 1:
+        return enqueue_one(client, args.files[0], args, output)
+    if args.files.count("-") > 1:
+        raise ConfigurationError("stdin (-) can be given once")
+
+    def one(name: str) -> tuple[int, Buffered, Any]:
+        own = Buffered(output.as_json)
+        try:
+            code = enqueue_one(client, name, args, own)
+            return code, own, {"file": name, **own.result}
+        except ClientError as exc:
+            own.note(f"preview: {name}: error: {exc.message}")
+            for problem in getattr(exc, "errors", []):
+                own.note(f"  {problem.get('path')}: {problem.get('message')}")
+            return exc.exit_code, own, {"file": name, "error": {
+                "type": type(exc).__name__, "message": exc.message, "status": getattr(exc, "status", None),
+                "body": getattr(exc, "body", None)}}
+
+    with ThreadPoolExecutor(max_workers=min(SEND_AT_ONCE, len(args.files))) as pool:
+        reports = list(pool.map(one, args.files))
+    for _, own, _ in reports:
+        for stream, into in ((own.err, output.err), (own.out, output.out)):
+            text = stream.getvalue()
+            if text:
+                into.write(text)
+                into.flush()
+    output.document([document for _, _, document in reports])
+    return max(code for code, _, _ in reports)
+
+
+def enqueue_one(client: PreviewClient, name: str, args: argparse.Namespace, output: Output) -> int:
+    admission = client.enqueue(read_job(name))
     describe_admission(admission, output)
     result: dict[str, Any] = {"admission": {"status": admission.status, **admission.body}}
     code = errors.OK
