@@ -1,5 +1,6 @@
 """A lazy dataclass is the dataclass `@dataclass` makes, made at its first construction; the
-HTTP functions' cold start makes none of the worker's records or the typed request."""
+HTTP functions' cold start makes none of the worker's records or the typed request, and loads
+no local store (nor its SQLite index) when the artifacts are in S3."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import threading
 from dataclasses import field
+from pathlib import Path
 
 import pytest
 
@@ -108,3 +110,21 @@ print(json.dumps(found))
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=60, check=True)
     assert json.loads(result.stdout) == dict.fromkeys(LAZY, False)
+
+
+@pytest.mark.process
+def test_with_an_artifact_bucket_the_local_store_is_never_loaded(tmp_path: Path) -> None:
+    probe = """
+import json, sys
+import functions.job_artifact.app, functions.job_status.app, functions.enqueue_job.app
+names = ("shared.artifacts.local", "shared.artifacts.index", "sqlite3")
+print(json.dumps(sorted(m for m in names if m in sys.modules)))
+"""
+    env = {"PATH": "/usr/bin:/bin", "REDIS_URL": "redis://127.0.0.1:9/0", "ARTIFACT_BUCKET": "b"}
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert json.loads(result.stdout) == []
+    local_env = {**env, "ARTIFACT_BUCKET": "", "DATA_DIR": str(tmp_path)}
+    local = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=local_env, capture_output=True, text=True,
+                           timeout=60, check=True)
+    assert "shared.artifacts.local" in json.loads(local.stdout)  # the local store's module, when it is used

@@ -8,8 +8,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from shared.artifacts.local import LocalStore
-from shared.artifacts.s3 import S3Store
 from shared.settings import Settings
 
 
@@ -27,8 +25,13 @@ class ArtifactStore(Protocol):
 
 
 def build_store(settings: Settings) -> ArtifactStore:
-    """S3 when ARTIFACT_BUCKET is set, else the folder under DATA_DIR."""
+    """S3 when ARTIFACT_BUCKET is set, else the folder under DATA_DIR (each store's module, and
+    the local store's SQLite index, loaded only when it is the one used)."""
     if settings.artifact_bucket:
+        from shared.artifacts.s3 import S3Store
+
         return S3Store(settings.artifact_bucket)
+    from shared.artifacts.local import LocalStore
+
     return LocalStore(settings.data_dir, settings.url_secret, settings.artifact_retention_days * 86_400,
                       settings.local_store_max_mb)
