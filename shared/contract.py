@@ -238,7 +238,7 @@ def fast_validator() -> Callable[[Any], Any] | None:
 
 # use_default=False: a check, not a filler of defaults (the stored payload stays as sent);
 # detailed_exceptions=False: only valid or not counts (a third of the code).
-_FAST_OPTIONS = {"use_default": False, "detailed_exceptions": False}
+_FAST_OPTIONS: dict[str, Any] = {"use_default": False, "detailed_exceptions": False}
 
 
 def fast_validator_digest(schema: Any, version: str) -> str:

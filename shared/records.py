@@ -45,7 +45,7 @@ def lazy_dataclass(cls: type[_T] | None = None, /, **options: Any) -> Any:
 
         build_then_init.__qualname__ = f"{target.__qualname__}.__init__"
         build_then_init.__lazy_dataclass__ = options  # type: ignore[attr-defined]
-        target.__init__ = build_then_init  # type: ignore[misc]
+        target.__init__ = build_then_init  # type: ignore[method-assign]
         return target
 
     return defer if cls is None else defer(cls)

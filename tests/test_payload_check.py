@@ -50,7 +50,7 @@ def test_admission_compiles_no_code(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_module_of_another_schema_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(payload_check, "DIGEST", "0" * 64)
     fast = contract.fast_validator()
-    assert not (isinstance(fast, functools.partial) and fast.func is payload_check.validate)
+    assert fast is not None and not (isinstance(fast, functools.partial) and fast.func is payload_check.validate)
     document = json.loads(load_event("enqueue_job", "success")["body"])
     assert fast(document) is not None
     with pytest.raises(fastjsonschema.JsonSchemaException):

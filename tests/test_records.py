@@ -62,7 +62,7 @@ def test_it_behaves_as_the_dataclass() -> None:
     with pytest.raises(TypeError):
         Point()  # type: ignore[call-arg]
     assert dataclasses.replace(point, y=7) == Point(1, 7)
-    assert Point.__doc__ == "A point." and Point.__match_args__ == ("x", "y", "tags")
+    assert Point.__doc__ == "A point." and Point.__match_args__ == ("x", "y", "tags")  # type: ignore[attr-defined]
     bag, other = Bag("abc"), Bag("abc", secret="s")
     assert bag.items == [3] and other.items == [3] and bag.items is not other.items
     assert bag == other and "secret" not in repr(other)

@@ -36,19 +36,30 @@ def mirror(cls: type[EnvSettings]) -> type[pydantic.BaseModel]:
     definitions: dict[str, Any] = {}
     validators: dict[str, Any] = {}
     for name, spec in cls.fields().items():
-        bounds = dict(spec.constraints)
+        bounds: dict[str, Any] = dict(spec.constraints)
         info = pydantic.Field(alias=spec.alias, pattern=spec.pattern, repr=spec.repr, **bounds)
         definitions[name] = (Annotated[spec.annotation, info], ... if spec.required else spec.default)
         for mode, checks in (("before", spec.before), ("after", spec.after)):
             for number, check in enumerate(checks):
-                if getattr(check, "_takes_info", False):
-                    method = classmethod(lambda model, value, info, check=check: check(value, info))
-                else:
-                    method = classmethod(lambda model, value, check=check: check(value))
-                validators[f"{name}_{mode}_{number}"] = pydantic.field_validator(name, mode=mode)(method)
+                validators[f"{name}_{mode}_{number}"] = pydantic.field_validator(name, mode=mode)(  # type: ignore[call-overload]
+                    classmethod(_reference_validator(check)))
     config = pydantic.ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
     return pydantic.create_model(f"Pydantic{cls.__name__}", __config__=config, __validators__=validators,
                                  **definitions)
+
+
+def _reference_validator(check: Any) -> Any:
+    """One of the class's validators as a pydantic classmethod (with the info when it takes it)."""
+    if getattr(check, "_takes_info", False):
+        def with_info(model: Any, value: Any, info: Any) -> Any:
+            return check(value, info)
+
+        return with_info
+
+    def plain(model: Any, value: Any) -> Any:
+        return check(value)
+
+    return plain
 
 
 def outcome(read: Any, spec: FieldSpec, value: str) -> tuple[str, Any]:
