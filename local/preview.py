@@ -52,6 +52,7 @@ class PreviewExtras(Extras):
         self.options = options
         self.worker: Worker | None = None
         self.worker_thread: threading.Thread | None = None
+        self._worker_stopping = threading.Event()
 
     def routes(self) -> Sequence[BaseRoute]:
         from shared.artifacts.signing import ROUTE
@@ -151,13 +152,31 @@ class PreviewExtras(Extras):
     def _start_worker(self) -> None:
         from shared import wiring
 
-        worker = self.worker = wiring.services().new_worker()
+        self.worker = wiring.services().new_worker()
+        stopping = self._worker_stopping = threading.Event()
 
         def run() -> None:
-            try:
-                worker.run_forever()
-            except Exception:
-                log.exception("the render worker stopped unexpectedly")
+            # A worker gives up (non-zero status) when more renders are stuck than it has job
+            # loops; a process would be restarted by its supervisor, this thread starts a fresh
+            # worker itself, after a pause that grows while it keeps giving up.
+            pause = 1.0
+            while True:
+                worker = self.worker
+                assert worker is not None
+                try:
+                    status = worker.run_forever()
+                except Exception:
+                    log.exception("the render worker stopped unexpectedly")
+                    status = 1
+                if stopping.is_set() or status == 0:
+                    return
+                log.error("the render worker stopped (status %s); starting a fresh one in %.0f s", status, pause)
+                if stopping.wait(pause):
+                    return
+                pause = min(pause * 2, 60.0)
+                self.worker = wiring.services().new_worker()
+                if stopping.is_set():  # the stop came while the fresh worker was being made
+                    return
 
         self.worker_thread = threading.Thread(target=run, name="render-worker", daemon=True)
         self.worker_thread.start()
@@ -171,6 +190,7 @@ class PreviewExtras(Extras):
     def _stop_worker(self) -> None:
         if self.worker is None or self.worker_thread is None:
             return
+        self._worker_stopping.set()
         self.worker.stop()
         if self.options.fast_shutdown:
             self.worker.abort_event.set()
