@@ -24,3 +24,19 @@ def test_venv_recipe_reports_each_step_and_lets_pip_list_packages(tmp_path: Path
     install = [line for line in plan.splitlines() if "pip install" in line and "-e " in line]
     assert install, plan
     assert all("--quiet" not in line and " -q" not in line for line in install), install
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_sam_build_finds_a_target_for_every_function() -> None:
+    # `sam build` runs `make build-<LogicalId>` for each function whose Metadata says makefile.
+    from local.template import read_document
+
+    resources = read_document(ROOT / "template.yaml")["Resources"]
+    wanted = {name for name, r in resources.items()
+              if (r.get("Metadata") or {}).get("BuildMethod") == "makefile"}
+    assert wanted, "no function is built by the Makefile"
+    plan = subprocess.run(["make", "-n", *(f"build-{name}" for name in sorted(wanted)), "ARTIFACTS_DIR=/nowhere"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert plan.returncode == 0, plan.stderr
+    for name in wanted:
+        assert f"--function {name} " in plan.stdout, plan.stdout
