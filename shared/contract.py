@@ -477,9 +477,11 @@ def validate_payload(document: Any, settings: Settings) -> dict[str, Any]:
 def unencodable_strings(document: Any) -> list[Problem]:
     """Strings (values or keys) that UTF-8 cannot encode: a lone surrogate such as "\\ud800"
     is valid JSON text but no valid Unicode string, so it can be neither hashed nor stored."""
+    if _all_encodable(document):
+        return []
     try:
         json.dumps(document, ensure_ascii=False).encode("utf-8")
-        return []
+        return []  # (a document too large to walk, all of it encodable)
     except UnicodeEncodeError:
         pass
     errors: list[Problem] = []
@@ -497,6 +499,31 @@ def unencodable_strings(document: Any) -> list[Problem]:
         elif isinstance(node, list):
             pending.extend((value, [*parts, i]) for i, value in enumerate(node))
     return sorted(errors, key=lambda e: e["path"])
+
+
+def _all_encodable(document: Any) -> bool:
+    """Whether every string of the document (keys too) encodes: ASCII always does, so only the
+    others are tried (a walk of a small payload is a third of serialising it to find out).
+    False, for the serialisation to settle, after _WALK_NODES values (a cycle never ends)."""
+    pending = [document]
+    for _ in range(_WALK_NODES):
+        if not pending:
+            return True
+        node = pending.pop()
+        if isinstance(node, str):
+            if not node.isascii() and not _encodable(node):
+                return False
+        elif isinstance(node, dict):
+            for key in node:
+                if isinstance(key, str) and not key.isascii() and not _encodable(key):
+                    return False
+            pending.extend(node.values())
+        elif isinstance(node, list | tuple):
+            pending.extend(node)
+    return False
+
+
+_WALK_NODES = 100_000
 
 
 def _encodable(text: str) -> bool:

@@ -1,0 +1,72 @@
+"""The per-job log line (`observability.info_line`, written without the logging machinery) is
+byte for byte the line `logger.info` writes: same keys, same order, same timestamp, whatever the
+time, the log context or the log format."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from shared import observability
+
+pytestmark = pytest.mark.unit
+
+
+def _both(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, at: float, message: str,
+          fields: dict[str, Any], **more: Any) -> tuple[str, str]:
+    """The line of info_line and of logger.info, each written at the time `at`, from one line."""
+    monkeypatch.setattr(time, "time", lambda: at)
+    capsys.readouterr()
+    lines = []
+    for fast in (True, False):
+        observability.info_line(message, fields, **more) if fast else observability.logger.info(message, extra={**fields, **more})  # noqa: E501
+        lines.append(capsys.readouterr().out)
+    monkeypatch.undo()
+    return lines[0], lines[1]
+
+
+MOMENTS = [1795867200.0, 1795867200.0004, 1795867200.1236, 1795867200.9999, 1795867201.5, 1795867199.25,
+           1795867200.5, 1795867260.001, 1811111111.999]
+
+
+@pytest.mark.parametrize("at", MOMENTS)
+def test_the_line_is_the_one_logger_info_writes(capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch, at: float) -> None:
+    fast, slow = _both(capsys, monkeypatch, at, "job finished", {"jobId": "j-1", "projectId": "p", "attempt": 1},
+                       outcome="dryrun", seconds=0.004)
+    print(fast, slow)
+    assert fast == slow and fast.startswith("{")
+
+
+def test_the_time_moves_on_from_one_line_to_the_next(capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # Lines a second, a minute and a day apart (and back): each its own timestamp
+    seen = set()
+    for at in (*MOMENTS, *reversed(MOMENTS)):
+        fast, slow = _both(capsys, monkeypatch, at, "job admitted", {"jobId": "a", "state": "waiting"})
+        assert fast == slow
+        seen.add(fast)
+    assert len(seen) == len({int(at * 1000) for at in MOMENTS})  # one per millisecond
+
+
+def test_the_log_context_and_a_changed_log_format_are_in_the_line(capsys: pytest.CaptureFixture[str],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    with observability.invocation_context(None, "corr-1", cold=True, workerId="w-1"):
+        fast, slow = _both(capsys, monkeypatch, MOMENTS[2], "job admitted", {"jobId": "a"})
+        assert fast == slow and '"correlation_id":"corr-1"' in fast
+    fast, slow = _both(capsys, monkeypatch, MOMENTS[2], "job admitted", {"jobId": "a"})
+    assert fast == slow and "corr-1" not in fast
+    # a key added to the log format, then one of its values changed (to an equal value of another type)
+    observability.logger.append_keys(region="eu-west-1", shard=1)
+    try:
+        fast, slow = _both(capsys, monkeypatch, MOMENTS[3], "job admitted", {"jobId": "a"})
+        assert fast == slow and '"shard":1' in fast
+        observability.logger.append_keys(shard=True)
+        fast, slow = _both(capsys, monkeypatch, MOMENTS[3], "job admitted", {"jobId": "a"})
+        assert fast == slow and '"shard":true' in fast
+    finally:
+        observability.logger.remove_keys(["region", "shard"])
+    fast, slow = _both(capsys, monkeypatch, MOMENTS[3], "job admitted", {"jobId": "a"})
+    assert fast == slow and "region" not in fast
