@@ -6,6 +6,7 @@ SPEC."""
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import sys
@@ -66,10 +67,12 @@ class _Plan:
     """The keys of the formatter's log format, in order, for one state of it: the values that
     are the same on every line, and the record-attribute templates to fill in per line."""
 
-    __slots__ = ("formatter", "items", "types", "static", "templated")
+    __slots__ = ("formatter", "items", "types", "static", "templated", "serializer", "serialize")
 
     def __init__(self, formatter: LambdaPowertoolsFormatter) -> None:
         self.formatter = formatter
+        self.serializer = formatter.json_serializer
+        self.serialize: Callable[[dict[str, Any]], str] = _serializer(formatter)
         self.items = list(formatter.log_format.items())
         self.types = tuple(type(value) for _, value in self.items)
         self.static: dict[str, Any] = {}
@@ -81,8 +84,24 @@ class _Plan:
 
     def holds(self, formatter: LambdaPowertoolsFormatter) -> bool:
         log_format = formatter.log_format
-        return (formatter is self.formatter and self.items == list(log_format.items())
+        return (formatter is self.formatter and formatter.json_serializer is self.serializer
+                and self.items == list(log_format.items())
                 and self.types == tuple(map(type, log_format.values())))
+
+
+# What json.dumps passes on to the JSONEncoder it builds (all but `cls`).
+_ENCODER_OPTIONS = frozenset({"skipkeys", "ensure_ascii", "check_circular", "allow_nan", "indent", "separators",
+                              "default", "sort_keys"})
+
+
+def _serializer(formatter: LambdaPowertoolsFormatter) -> Callable[[dict[str, Any]], str]:
+    """`formatter.serialize`; when that is Powertools' own `json.dumps` with options, the encoder
+    `json.dumps` would build on every call, built once (the same text)."""
+    dumps = formatter.json_serializer
+    if (isinstance(dumps, functools.partial) and dumps.func is json.dumps and not dumps.args
+            and set(dumps.keywords) <= _ENCODER_OPTIONS):
+        return json.JSONEncoder(**dumps.keywords).encode
+    return formatter.serialize  # type: ignore[return-value]
 
 
 _plans = threading.local()
@@ -148,7 +167,7 @@ def info_line(message: str, fields: dict[str, Any], **more: Any) -> None:
     line.update(more)
     line["message"] = message
     line["xray_trace_id"] = formatter._get_latest_trace_id()
-    text = formatter.serialize({k: v for k, v in line.items() if v is not None})  # type: ignore[arg-type]
+    text = plan.serialize({k: v for k, v in line.items() if v is not None})
     handler.acquire()
     try:
         handler.stream.write(text + handler.terminator)

@@ -70,3 +70,18 @@ def test_the_log_context_and_a_changed_log_format_are_in_the_line(capsys: pytest
         observability.logger.remove_keys(["region", "shard"])
     fast, slow = _both(capsys, monkeypatch, MOMENTS[3], "job admitted", {"jobId": "a"})
     assert fast == slow and "region" not in fast
+
+
+def test_a_changed_serializer_is_the_one_used(capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import functools
+    import json
+
+    formatter = observability.logger.registered_formatter
+    _both(capsys, monkeypatch, MOMENTS[4], "job admitted", {"jobId": "a"})  # the plan of the default one
+    for serializer in (functools.partial(json.dumps, sort_keys=True, default=str, separators=(", ", ": ")),
+                       lambda line: json.dumps(line, indent=1)):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(formatter, "json_serializer", serializer)
+            fast, slow = _both(capsys, monkeypatch, MOMENTS[4], "job admitted", {"jobId": "a", "state": "waiting"})
+        assert fast == slow and fast != fast.replace(": ", ":")
