@@ -43,11 +43,11 @@ def _top_level_imports() -> dict[str, set[str]]:
     return found
 
 
-def _name(requirement: str) -> str:
+def requirement_name(requirement: str) -> str:
     return re.split(r"[\s\[<>=!~;]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
 
 
-def _closure(names: set[str]) -> set[str]:
+def closure(names: set[str]) -> set[str]:
     """The distributions `names` install, with everything they require (markers aside)."""
     seen: set[str] = set()
     todo = list(names)
@@ -60,27 +60,21 @@ def _closure(names: set[str]) -> set[str]:
             requires = importlib.metadata.requires(name) or []
         except importlib.metadata.PackageNotFoundError:
             continue
-        todo.extend(_name(r) for r in requires if "extra ==" not in r)
+        todo.extend(requirement_name(r) for r in requires if "extra ==" not in r)
     return seen
 
 
 def test_the_local_extra_brings_every_module_the_code_imports() -> None:
+    from deploy.package import project_requirements
+
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    extras = project.get("optional-dependencies", {})
-    wanted = {_name(r) for r in project["dependencies"]}
-    todo, taken = ["local"], set()
-    while todo:  # the local extra, and any extra it names through the project itself (`name[render]`)
-        extra = todo.pop()
-        taken.add(extra)
-        for requirement in extras.get(extra, []):
-            if _name(requirement) == project["name"]:
-                todo.extend(e.strip() for e in re.search(r"\[(.*)\]", requirement).group(1).split(",")  # type: ignore[union-attr]
-                            if e.strip() not in taken)
-            else:
-                wanted.add(_name(requirement))
+    # The dependencies, the local extra and any extra it names through the project itself
+    # (`preview-service[render]`), expanded as the Lambda packages expand theirs.
+    requirements = project_requirements(project, ["local"])
+    wanted = {requirement_name(r) for r in requirements}
     # Extras asked for in a requirement (redis[hiredis]) install their own dependencies too.
     wanted |= {m.group(1).lower() for r in project["dependencies"] if (m := re.search(r"\[(\w+)\]", r))}
-    installed = _closure(wanted)
+    installed = closure(wanted)
     providers = importlib.metadata.packages_distributions()
     missing = {}
     for module, users in sorted(_top_level_imports().items()):

@@ -18,6 +18,7 @@ from preview_client import client
 from preview_client.progress import Progress
 from shared import api
 from tests.conftest import ROOT
+from tests.test_install_extras import closure, requirement_name
 
 
 class Terminal(io.StringIO):
@@ -81,23 +82,7 @@ def test_the_client_calls_the_handlers_routes() -> None:
 
 
 def _requirement_names(requirements: list[str]) -> set[str]:
-    return {re.split(r"[\s\[<>=!~;]", r.strip(), maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
-
-
-def _closure(names: set[str]) -> set[str]:
-    seen: set[str] = set()
-    todo = list(names)
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        try:
-            requires = importlib.metadata.requires(name) or []
-        except importlib.metadata.PackageNotFoundError:
-            continue
-        todo.extend(_requirement_names([r for r in requires if "extra ==" not in r]))
-    return seen
+    return {requirement_name(r) for r in requirements}
 
 
 def test_the_client_extra_brings_everything_the_client_imports() -> None:
@@ -106,7 +91,7 @@ def test_the_client_extra_brings_everything_the_client_imports() -> None:
     it takes, come with it; the local extra includes the client."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    installed = _closure(_requirement_names(project["dependencies"] + extras["client"]))
+    installed = closure(_requirement_names(project["dependencies"] + extras["client"]))
     providers = importlib.metadata.packages_distributions()
     # what the client imports, and what the shared modules it imports import in turn
     from tests.test_structure import CLIENT_LAYERS, MODULES, reach
