@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import redis
 
-from shared import prometheus_metrics, wiring
+from shared import prometheus_metrics
 from shared.contract import JobRequest
 from shared.errors import TransientRenderError
 from shared.models import JobStatus
@@ -29,22 +29,12 @@ from shared.settings import Settings
 from shared.worker import Worker
 from shared.worker.deadline import DEADLINE_FLOOR_S, OVERRUN_GRACE_S, render_deadline_s
 from shared.worker.process_mode import STUCK_EXIT_CODE
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_for
+from tests.test_worker import configure, queue
 
 # The renewer looks at its leases every 0.25 s; Redis round trips and thread switches on two
 # busy cores come on top.
 MARGIN_S = 2.5
-
-
-def configure(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    wiring.reset()
-    return wiring.services().settings
-
-
-def queue() -> JobQueue:
-    return wiring.services().queue
 
 
 def payload(n: int | str, **extra: Any) -> dict[str, Any]:
@@ -66,16 +56,6 @@ def write_file(out: Path, progress: Callable[[int], None] | None) -> None:
     if progress:
         progress(50)
     (out / "preview.json").write_text("{}")
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.01) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def job_loops() -> list[threading.Thread]:

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from PIL import Image
 
 from shared.queue import JobQueue
 from shared.settings import Settings
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_for
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 
@@ -76,22 +75,12 @@ def queue_for(env: dict[str, str]) -> JobQueue:
     return JobQueue(redis.Redis.from_url(env["REDIS_URL"], decode_responses=True), settings)
 
 
-def wait_for(predicate: Any, timeout: float, interval: float = 0.005) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
-
-
 def test_killed_worker_job_is_completed_by_another(env: dict[str, str], workers: WorkerProcesses) -> None:
     queue = queue_for(env)
     queue.admit(heavy_job())
     # Given a worker that dies with SIGKILL in the middle of a render
     first = workers.start()
-    wait_for(lambda: (s := queue.status("heavy-1")) and s.state == "active" and 0 < s.progress < 90, 60)
+    wait_for(lambda: (s := queue.status("heavy-1")) and s.state == "active" and 0 < s.progress < 90, 60, 0.005)
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     assert queue.status("heavy-1").state == "active"  # type: ignore[union-attr]
@@ -118,7 +107,7 @@ def sigterm_mid_render(env: dict[str, str], workers: WorkerProcesses,
     queue = queue_for(env)
     queue.admit(heavy_job())
     worker = workers.start(PREVIEW_SHUTDOWN_GRACE_SECONDS=str(grace_seconds))
-    wait_for(lambda: (s := queue.status("heavy-1")) and s.state == "active" and 0 < s.progress < 90, 60)
+    wait_for(lambda: (s := queue.status("heavy-1")) and s.state == "active" and 0 < s.progress < 90, 60, 0.005)
     worker.send_signal(signal.SIGTERM)
     return worker, queue
 
