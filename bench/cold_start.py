@@ -48,12 +48,13 @@ from typing import Any
 
 from bench import harness
 from bench.harness import Figure, Target
+from deploy import lambda_runtime
 
 ROOT = harness.REPO_ROOT
 EVENTS = ROOT / "events"
 BASELINE_OUT = ROOT / "build" / "bench"
 TARGET = Target("<=", 1.2)
-MEMORY_MB = "512"
+MEMORY_MB = 512
 BUCKET = "preview-artifacts-bench"
 OURS, BASELINE = "ours", "baseline"
 
@@ -145,17 +146,7 @@ import importlib, json, os, sys, time
 sys.path.insert(0, os.environ["LAMBDA_TASK_ROOT"])
 module, _, name = os.environ["_HANDLER"].rpartition(".")
 handler = getattr(importlib.import_module(module), name)
-class Context:
-    function_name = os.environ["AWS_LAMBDA_FUNCTION_NAME"]
-    function_version = "$LATEST"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:" + function_name
-    memory_limit_in_mb = int(os.environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"])
-    aws_request_id = "8f4b2c1e-0000-4000-8000-000000000001"
-    log_group_name = "/aws/lambda/" + function_name
-    log_stream_name = "2026/11/28/[$LATEST]0123456789abcdef"
-    def get_remaining_time_in_millis(self):
-        return 10000
-with open(sys.argv[1], "rb") as handle:
+''' + lambda_runtime.context_source(10_000) + '''with open(sys.argv[1], "rb") as handle:
     event = json.load(handle)
 response = json.dumps(handler(event, Context()))
 with open(int(sys.argv[2]), "w") as out:
@@ -180,21 +171,8 @@ def lambda_env(function: str, task_root: Path, handler: str, template_env: dict[
         "ARTIFACT_BUCKET": BUCKET,
         "RENDER_WORKER_FUNCTION": "",
         "PREVIEW_QUEUE_MAX": "1000",
-        "AWS_LAMBDA_FUNCTION_NAME": function,
-        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": MEMORY_MB,
-        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{function}",
-        "AWS_LAMBDA_LOG_STREAM_NAME": "2026/11/28/[$LATEST]0123456789abcdef",
-        "AWS_REGION": "us-east-1",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
-        "LAMBDA_TASK_ROOT": str(task_root),
-        "LAMBDA_RUNTIME_DIR": "/var/runtime",
-        "_HANDLER": handler,
-        "TZ": ":UTC",
-        "LANG": "en_US.UTF-8",
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
     })
+    env.update(lambda_runtime.environment(function, task_root, handler, memory_mb=MEMORY_MB))
     return env
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import redis
 
-from deploy import package
+from deploy import lambda_runtime, package
 from tests.conftest import EVENTS, ROOT
 from tests.handlers import EXPECTED, apply_given
 
@@ -134,17 +134,7 @@ out.write(json.dumps({"sys_path": sys.path, "base_prefix": sys.base_prefix, "ver
                       "no_site": sys.flags.no_site, "isolated": sys.flags.isolated}) + "\\n")
 module, _, name = os.environ["_HANDLER"].rpartition(".")
 handler = getattr(importlib.import_module(module), name)
-class Context:
-    function_name = os.environ["AWS_LAMBDA_FUNCTION_NAME"]
-    function_version = "$LATEST"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:" + function_name
-    memory_limit_in_mb = int(os.environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"])
-    aws_request_id = "8f4b2c1e-0000-4000-8000-000000000001"
-    log_group_name = "/aws/lambda/" + function_name
-    log_stream_name = "2026/11/28/[$LATEST]0123456789abcdef"
-    def get_remaining_time_in_millis(self):
-        return 600000
-for line in sys.stdin:
+''' + lambda_runtime.context_source(600_000) + '''for line in sys.stdin:
     with open(line.strip(), "rb") as handle:
         event = json.load(handle)
     response = handler(event, Context())
@@ -209,10 +199,7 @@ def lambda_env(built: package.Built, redis_url: str, data_dir: str) -> dict[str,
     env = dict(plan.environment)
     env.update({
         "REDIS_URL": redis_url, "DATA_DIR": data_dir, "ARTIFACT_BUCKET": "", "RENDER_WORKER_FUNCTION": "",
-        "AWS_LAMBDA_FUNCTION_NAME": plan.logical_id, "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "512", "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EXECUTION_ENV": f"AWS_Lambda_{plan.target.runtime}", "LAMBDA_TASK_ROOT": str(built.path),
-        "_HANDLER": plan.handler, "TZ": ":UTC", "LANG": "en_US.UTF-8", "PATH": "/usr/local/bin:/usr/bin:/bin",
+        **lambda_runtime.environment(plan.logical_id, built.path, plan.handler, runtime=plan.target.runtime),
     })
     return env
 
