@@ -31,29 +31,37 @@ DEADLINE_FLOOR_S = 180
 OVERRUN_GRACE_S = 2.0
 
 
-def _request(payload: dict[str, Any]) -> JobRequest | None:
+def read_request(payload: dict[str, Any]) -> JobRequest | None:
+    """The stored job as the renderer reads it; None when it breaks the contract (such a job
+    fails at once when processed, with the reason)."""
     try:
         return JobRequest.from_payload(payload)
     except InvalidPayload:
-        return None  # it fails at once when processed
+        return None
 
 
-def estimate_ms(payload: dict[str, Any], ms_per_video_second: int) -> int:
+def request_estimate_ms(request: JobRequest | None, ms_per_video_second: int) -> int:
     """A conservative render budget: fixed start-up plus a cost per second of video."""
-    request = _request(payload)
     if request is None or request.dry_run:
         return DRY_RUN_MS
     return int(RENDER_START_MS + request.video_ms / 1000 * ms_per_video_second)
 
 
-def render_deadline_s(payload: dict[str, Any], settings: Settings) -> int:
+def estimate_ms(payload: dict[str, Any], ms_per_video_second: int) -> int:
+    return request_estimate_ms(read_request(payload), ms_per_video_second)
+
+
+def deadline_for(request: JobRequest | None, settings: Settings) -> int:
     """Whole seconds the job's render may take (from the claim to the last file written)."""
-    estimate_s = estimate_ms(payload, settings.render_ms_per_video_second) / 1000
-    request = _request(payload)
+    estimate_s = request_estimate_ms(request, settings.render_ms_per_video_second) / 1000
     if request is not None and not request.dry_run:
         estimate_s *= max(1.0, request.width * request.height * request.fps / REFERENCE_PIXEL_RATE)
     own = max(DEADLINE_FLOOR_S, math.ceil(DEADLINE_FACTOR * estimate_s))
     return min(settings.render_deadline_seconds, own)
+
+
+def render_deadline_s(payload: dict[str, Any], settings: Settings) -> int:
+    return deadline_for(read_request(payload), settings)
 
 
 def deadline_reason(seconds: float) -> str:

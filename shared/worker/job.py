@@ -18,7 +18,7 @@ from shared.models import JobOutcome
 from shared.observability import debug_enabled, info_line, logger, record_failure, record_job
 from shared.queue import ClaimedJob, ClaimOutcome, JobQueue
 from shared.settings import Settings
-from shared.worker.deadline import render_deadline_s
+from shared.worker.deadline import deadline_for, read_request
 from shared.worker.lease import Lease, LeaseRenewer, Stopping
 from shared.worker.scratch import Scratch
 
@@ -72,7 +72,9 @@ class JobRunner:
         may take its deadline (`shared.worker.deadline`), and no more than `limit_s`. With
         `then`, completing the job also claims the next one (into `then.claim`)."""
         started = time.monotonic()
-        deadline_s = render_deadline_s(job.payload, self.settings)
+        # Read once: for the deadline and for the render.
+        request = read_request(job.payload)
+        deadline_s = deadline_for(request, self.settings)
         if limit_s is not None:
             deadline_s = max(1, min(deadline_s, int(limit_s)))
         log = {"jobId": job.id, "projectId": job.project_id, "attempt": job.attempts_made + 1,
@@ -82,7 +84,7 @@ class JobRunner:
         lease = self.renewer.add(job, self.abort, deadline_s)
         try:
             with self.scratch.for_job(job.id) as workdir:
-                outcome = self._run(job, workdir, lease, then)
+                outcome = self._run(job, workdir, lease, then, request)
         finally:
             # Whatever happened, this worker stops renewing: a job it could not finish must
             # become recoverable when its lease runs out.
@@ -93,14 +95,16 @@ class JobRunner:
         info_line("job finished", log, outcome=outcome, seconds=round(seconds, 3))
         return outcome
 
-    def _run(self, job: ClaimedJob, workdir: Path, lease: Lease, then: NextClaim | None) -> JobOutcome:
+    def _run(self, job: ClaimedJob, workdir: Path, lease: Lease, then: NextClaim | None,
+             request: JobRequest | None) -> JobOutcome:
         try:
             # The contract was enforced at admission; what can change since is this service's
             # configuration (allowed buckets), so only those rules are checked again.
             problems = contract.config_errors(job.payload, self.settings)
             if problems:
                 raise InvalidPayload("the job payload is no longer acceptable", problems)
-            request = JobRequest.from_payload(job.payload)
+            if request is None:  # it breaks the contract: read it again for the reason
+                request = JobRequest.from_payload(job.payload)
             self.render(request, workdir, self.settings, lease.progress)
             lease.rendered()
             self.store.publish(job.project_id, job.id, workdir)
