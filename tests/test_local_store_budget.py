@@ -274,3 +274,45 @@ def test_the_emulators_links_say_a_preview_was_pruned(redis_url: str, monkeypatc
         (args.data_dir / urlsplit(latest["url"]).path.removeprefix("/artifacts/")).unlink()
         gone = client.get(latest["url"])
         assert (gone.status_code, gone.json()) == (404, {"message": "Not Found"})
+
+
+# Threads read the index while another closes it, as a worker publishing does while the emulator
+# resets its services; run in a child process, since the failure it guards against is a crash.
+_CLOSE_WHILE_READING = """
+import sys, threading, time
+from pathlib import Path
+from shared.artifacts.index import StoreIndex
+index = StoreIndex(Path(sys.argv[1]))
+index.open()
+stop = time.monotonic() + 2
+failures = []
+def read():
+    while time.monotonic() < stop:
+        try:
+            index.open()
+            index.total()
+            index.oldest(50)
+        except Exception as exc:  # "Cannot operate on a closed database", say
+            failures.append(repr(exc))
+            return
+threads = [threading.Thread(target=read) for _ in range(4)]
+for thread in threads:
+    thread.start()
+while time.monotonic() < stop:
+    index.close()
+for thread in threads:
+    thread.join()
+print(failures[:3] or "ok")
+"""
+
+
+@pytest.mark.process
+def test_closing_the_index_while_other_threads_read_it_is_safe(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    result = subprocess.run([sys.executable, "-c", _CLOSE_WHILE_READING, str(tmp_path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout.strip()) == (0, "ok"), result.stderr[-2000:]

@@ -63,26 +63,23 @@ class StoreIndex:
         self._local = threading.local()
         self._ready = False
         self._ready_lock = threading.Lock()
-        self._opened: list[sqlite3.Connection] = []
-        self._opened_lock = threading.Lock()
         self._pid = os.getpid()
 
     def _connection(self) -> sqlite3.Connection:
         if os.getpid() != self._pid:  # a forked child: the parent's connections are not its own
-            self._local, self._opened, self._pid = threading.local(), [], os.getpid()
+            self._local, self._pid = threading.local(), os.getpid()
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: transactions are the explicit BEGIN IMMEDIATE below.
-            # check_same_thread=False only so that close() may close every thread's connection.
+            # check_same_thread=False: the last reference to a connection may go in another
+            # thread (close() drops every thread's, each closing once its thread lets go of it).
             connection = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             # WAL: readers do not wait for a publisher; NORMAL: a crash may lose the last
             # commits, never corrupt the file, and the next reconciliation restores them.
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
             self._local.connection = connection
-            with self._opened_lock:
-                self._opened.append(connection)
         return connection
 
     @contextlib.contextmanager
@@ -119,12 +116,16 @@ class StoreIndex:
             return filled
 
     def close(self) -> None:
-        with self._ready_lock, self._opened_lock:
-            opened, self._opened = self._opened, []
+        """Close this thread's connection and let go of every other thread's: each closes when
+        its thread is done with it. Closing another thread's connection while that thread runs
+        a statement on it crashes the interpreter (seen: a worker publishing as the emulator
+        reset its services)."""
+        with self._ready_lock:
+            own: sqlite3.Connection | None = getattr(self._local, "connection", None)
             self._local = threading.local()
             self._ready = False
-        for connection in opened:
-            connection.close()
+        if own is not None:
+            own.close()
 
     # -- reads
 
