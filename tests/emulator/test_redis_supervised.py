@@ -47,7 +47,10 @@ def state_of(pid: int) -> str | None:
 def test_a_killed_embedded_redis_comes_back_with_every_accepted_job(tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     # No worker and no enqueue kick: every accepted job stays waiting, to be counted.
-    env = child_env(PREVIEW_QUEUE_MAX="100000", PREVIEW_REDIS_TIMEOUT_MS="300", RENDER_WORKER_FUNCTION="")
+    # Room for every job the load admits: in the backlog, and in the finished records the
+    # retention caps keep for them (admission counts unfinished jobs against those caps too).
+    env = child_env(PREVIEW_QUEUE_MAX="100000", PREVIEW_KEEP_COMPLETED_COUNT="100000",
+                    PREVIEW_KEEP_FAILED_COUNT="100000", PREVIEW_REDIS_TIMEOUT_MS="300", RENDER_WORKER_FUNCTION="")
     env.pop("REDIS_URL", None)  # the embedded one
     emulator = Emulator(tmp_path, ["--data-dir", str(tmp_path / "data"), "--no-worker", "--no-schedules",
                                    "--api-key", KEY, "--no-access-log"], env).start()
