@@ -174,6 +174,14 @@ def backoff_delay_ms(base_ms: int, attempts_made: int, rng: random.Random | None
     return int(delay * factor)
 
 
+# Scripts whose success a client is told of (202 admitted, 200 retried or cancelled): on a Redis
+# Cluster their write must reach a replica before that answer, or a failover right after could
+# undo what the client was promised. The worker's own writes need no such wait: a lost claim
+# leaves the job waiting, a lost completion or failure leaves it leased until its lease runs out
+# and it is handed out again.
+_ACKNOWLEDGED_WRITES = frozenset({"admit", "admit_many", "retry", "cancel"})
+
+
 class JobQueue:
     def __init__(self, client: RedisClient, settings: Settings, blocking_client: RedisClient | None = None):
         self.redis = client
@@ -185,7 +193,7 @@ class JobQueue:
         self._runner = ScriptRunner(client)
 
     def _script(self, name: str, keys: list[Any], args: list[Any]) -> Any:
-        return self._runner(self._scripts[name], keys, args)
+        return self._runner(self._scripts[name], keys, args, replicated=name in _ACKNOWLEDGED_WRITES)
 
     def close(self) -> None:
         """Close the connections the scripts ran on (the clients belong to the caller)."""

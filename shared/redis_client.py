@@ -34,7 +34,7 @@ from redis.exceptions import (
 from redis.retry import Retry
 from redis.utils import HIREDIS_AVAILABLE
 
-from shared.errors import ConfigError
+from shared.errors import ConfigError, StoreUnavailable
 from shared.settings import Settings
 
 # Admission, status and health must answer (or fail with 503) well within 2 s, so one quick
@@ -246,7 +246,9 @@ class ScriptRunner:
                 self._open.add(conn)
         return held.conn
 
-    def __call__(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+    def __call__(self, script: Script, keys: Sequence[Any], args: Sequence[Any], *, replicated: bool = False) -> Any:
+        """The script's reply. `replicated` asks for the write to reach a replica before it is
+        acknowledged (see `ClusterScriptRunner`); one server has none to wait for."""
         conn = self._connection()
         try:
             return self._evalsha(conn, script, keys, args)
@@ -328,10 +330,21 @@ class ClusterScriptRunner(ScriptRunner):
     nothing was sent) and the refresh names another master is the call tried there at once.
     As in single-node mode, an open connection found dropped is retried once and a timeout
     never is (the script may have run).
+
+    Replication in a cluster is asynchronous, so a master that dies right after a script ran
+    can take its write along. A `replicated` call (the writes a client is told succeeded:
+    admission, retry, cancel) sends `WAIT 1 REPLICA_WAIT_MS` in the same write as the script
+    when the slot map names a replica of the master, and a write no replica confirmed in time
+    is a `StoreUnavailable` (503) instead of an acknowledgement.
     """
 
     REDIRECTS = 5
     TRYAGAIN_PAUSE_S = 0.05
+    # How long a `replicated` write waits for a replica to confirm it (WAIT 1 <ms>): replication
+    # takes well under a millisecond in one region, so only a replica that is gone or stalled
+    # makes the caller wait this long, and then it gets a 503.
+    REPLICA_WAIT_MS = 500
+    REFRESH_INTERVAL_S = 0.5  # at most one slot-map refresh this often after an unconfirmed write
 
     def __init__(self, client: RedisClient, retries: int = 1) -> None:
         assert isinstance(client, RedisCluster)
@@ -340,6 +353,7 @@ class ClusterScriptRunner(ScriptRunner):
         self._local = threading.local()
         self._open: weakref.WeakSet[AbstractConnection] = weakref.WeakSet()
         self._lock = threading.Lock()
+        self._refreshed_at = 0.0
 
     def _node_connection(self, node: ClusterNode) -> AbstractConnection:
         held: _NodeConnections | None = getattr(self._local, "nodes", None)
@@ -374,7 +388,7 @@ class ClusterScriptRunner(ScriptRunner):
         with contextlib.suppress(RedisClusterException, redis.RedisError, OSError):
             self._cluster.nodes_manager.initialize(last_failed_node_name=failed.name if failed else None)
 
-    def __call__(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+    def __call__(self, script: Script, keys: Sequence[Any], args: Sequence[Any], *, replicated: bool = False) -> Any:
         first = keys[0]
         slot = key_slot(first.encode() if isinstance(first, str) else first)
         try:
@@ -390,19 +404,30 @@ class ClusterScriptRunner(ScriptRunner):
             conn = self._node_connection(node)
             if packed is None:
                 packed = self._pack(conn, "EVALSHA", script.sha, len(keys), *keys, *args)
+            # WAIT goes out in the same write as the script, on the same connection (it waits
+            # for this connection's writes), and only where the slot's master has a replica.
+            wait = replicated and self._has_replica(slot)
             was_open = conn.is_connected
             try:
+                sent = packed + self._pack(conn, "WAIT", 1, self.REPLICA_WAIT_MS) if wait else packed
                 if asked:
                     # ASKING holds for the next command only: both go out in one write.
-                    conn.send_packed_command(self._pack(conn, "ASKING") + packed, check_health=False)
+                    conn.send_packed_command(self._pack(conn, "ASKING") + sent, check_health=False)
                     try:
                         conn.read_response()
                     except redis.ResponseError:
                         conn.disconnect()  # the script's reply is still unread
                         raise
                 else:
-                    conn.send_packed_command(packed, check_health=False)
-                return conn.read_response()
+                    conn.send_packed_command(sent, check_health=False)
+                if not wait:
+                    return conn.read_response()
+                try:
+                    reply = conn.read_response()
+                except redis.ResponseError:
+                    conn.read_response()  # WAIT's own answer, so the connection stays in step
+                    raise
+                confirmed = int(conn.read_response())
             except NoScriptError:
                 if reloaded:
                     raise
@@ -448,6 +473,27 @@ class ClusterScriptRunner(ScriptRunner):
                 # unread, which the next call would take for its own.
                 conn.disconnect()
                 raise
+            else:
+                if confirmed < 1:
+                    self._unconfirmed()
+                return reply
+
+    def _has_replica(self, slot: int) -> bool:
+        """Whether the slot map names a replica of the slot's master (CLUSTER SLOTS leaves out
+        replicas the cluster marked as failed)."""
+        return len(self._cluster.nodes_manager.slots_cache.get(slot) or ()) > 1
+
+    def _unconfirmed(self) -> None:
+        """A write no replica confirmed in time: it ran on the master, but a failover now could
+        lose it, so it is not acknowledged (the caller answers 503, and a client's retry of the
+        same request settles it: a replay if the write survived, a fresh one if it did not). The
+        slot map is read again, at most every REFRESH_INTERVAL_S: a replica that died and was
+        marked failed leaves it, and its master's writes stop waiting for it."""
+        now = time.monotonic()
+        if now - self._refreshed_at >= self.REFRESH_INTERVAL_S:
+            self._refreshed_at = now
+            self._refresh(None)
+        raise StoreUnavailable("Redis Cluster did not confirm the write on a replica in time; try again shortly")
 
     def _primary_or_none(self, slot: int) -> ClusterNode | None:
         try:

@@ -5,6 +5,7 @@ the middle, MOVED after: answers or 503s, never a 500)."""
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -257,7 +258,7 @@ def test_a_dropped_script_connection_is_retried_once(cluster_url: str, clean_clu
     queue = wiring.services().queue
     assert queue.admit(dry_job("drop-1")).created
     with queue_master(clean_cluster).client() as client:
-        killed = [c for c in client.client_list() if c["cmd"] == "evalsha"]
+        killed = [c for c in client.client_list() if c["cmd"] in ("evalsha", "wait")]  # an admission ends in WAIT
         assert killed
         for info in killed:
             client.client_kill_filter(_id=info["id"])
@@ -292,3 +293,36 @@ def test_a_timed_out_script_is_never_sent_again(cluster_url: str) -> None:
     # its own reply, not the stale one
     assert queue.counts().active == 1
     assert queue.claim().job is None
+
+
+def test_an_admission_no_replica_confirms_is_a_503_and_its_retry_a_replay(cluster_url: str,
+                                                                          clean_cluster: RedisCluster) -> None:
+    """Replication is asynchronous, so a 202 waits for the queue's replica to confirm the write
+    (WAIT in the same write as the script): a replica that cannot confirm makes it a quick 503,
+    and the client's retry with the same body, once the replica is back, is a replay of the job
+    the master did store. The worker's own scripts do not wait."""
+    assert invoke("enqueue_job", enqueue_event("ack-1"))["statusCode"] == 202  # slot map read, scripts loaded
+    queue = wiring.services().queue
+    replica = clean_cluster.replicas_of(queue_master(clean_cluster))[0]
+    assert replica.process is not None
+    replica.process.send_signal(signal.SIGSTOP)  # stalled, for less than the node timeout
+    try:
+        started = time.monotonic()
+        response = invoke("enqueue_job", enqueue_event("ack-2"))
+        waited = time.monotonic() - started
+        started = time.monotonic()
+        job = queue.claim().job
+        claimed_in = time.monotonic() - started
+    finally:
+        replica.process.send_signal(signal.SIGCONT)
+    assert response["statusCode"] == 503, response["body"]
+    assert body(response)["error"] == "store_unavailable" and "replica" in body(response)["message"]
+    assert "127.0.0.1" not in response["body"] and clean_cluster.password not in response["body"]
+    assert ClusterScriptRunner.REPLICA_WAIT_MS / 1000 <= waited < 1.5, waited
+    assert job is not None and job.id == "ack-1" and claimed_in < 0.3, claimed_in  # no wait for a replica
+    retried = invoke("enqueue_job", enqueue_event("ack-2"))
+    assert retried["statusCode"] == 200, retried["body"]  # the master had stored it: a replay
+    assert counts() == {"waiting": 1, "active": 1, "delayed": 0, "completed": 0, "failed": 0, "total": 2}
+    with replica.client() as client:  # and the replica holds both now
+        client.execute_command("READONLY")
+        assert client.zcard(queue.keys.waiting) == 1 and client.zcard(queue.keys.active) == 1
