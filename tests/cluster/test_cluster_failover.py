@@ -1,7 +1,9 @@
 """The master owning the queue's slot dies (SIGKILL) while clients enqueue through the handler
 and a long-running worker renders: during the gap every answer is a quick 503, the service
 comes back by itself once the replica is promoted, no accepted job is lost, and the worker
-process rides it out."""
+process rides it out. An admission is acknowledged only once the replica has it: one its replica
+never received is a 503 (so its loss breaks no promise), and a dead replica is waited for only
+until the cluster marks it failed."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import pytest
 from local.redis_cluster import RedisCluster
 from shared import wiring
 from shared.errors import StoreUnavailable
+from shared.redis_client import ClusterScriptRunner
 from tests.cluster.helpers import dry_job, enqueue_event, make_queue, queue_master, queue_slot
 from tests.conftest import ROOT
 from tests.handlers import invoke
@@ -180,3 +183,33 @@ def test_a_write_the_replica_never_got_was_never_acknowledged(cluster_url: str, 
     assert queue.counts().waiting == 2
     report(f"unreplicated admission: answered 503 while the replica stalled; after the master's death "
            f"the retry was admitted anew {time.monotonic() - killed_at:.2f} s after the kill")
+
+
+def test_admissions_stop_waiting_for_a_replica_that_died(cluster_url: str, clean_cluster: RedisCluster,
+                                                        report: Callable[[str], None]) -> None:
+    """A dead replica cannot confirm anything: admissions answer 503 until the cluster marks it
+    failed (its node timeout), and from then on its master's writes no longer wait for it."""
+    assert invoke("enqueue_job", enqueue_event("lone-0"))["statusCode"] == 202
+    master = queue_master(clean_cluster)
+    replica = clean_cluster.replicas_of(master)[0]
+    replica.kill()
+    killed_at = time.monotonic()
+    answers: list[tuple[float, int]] = []
+
+    def admitted() -> bool:
+        started = time.monotonic()
+        status = invoke("enqueue_job", enqueue_event("lone-1"))["statusCode"]
+        answers.append((time.monotonic() - started, status))
+        return status == 202 or status == 200
+
+    wait_for(admitted, 15, interval=0.05)
+    back = time.monotonic() - killed_at
+    started = time.monotonic()
+    fast = [invoke("enqueue_job", enqueue_event(f"lone-{n}")) for n in range(2, 12)]
+    assert all(r["statusCode"] == 202 for r in fast)
+    assert time.monotonic() - started < 10 * ClusterScriptRunner.REPLICA_WAIT_MS / 1000 / 2  # none waited
+    assert {status for _, status in answers} <= {200, 202, 503}
+    assert max(seconds for seconds, _ in answers) < 2.0
+    assert wiring.services().queue.counts().waiting == 12
+    report(f"replica killed: {sum(s == 503 for _, s in answers)} admissions answered 503, service back "
+           f"{back:.2f} s after the kill without it")
