@@ -53,7 +53,7 @@ package-report:
 	$(BUILD_PYTHON) -m deploy.package --report
 
 # `sam build` calls build-<LogicalId> for every function (Metadata: BuildMethod: makefile).
-FUNCTIONS := EnqueueJobFunction JobStatusFunction JobArtifactFunction QueueMetricsFunction \
+FUNCTIONS := EnqueueJobFunction EnqueueJobsFunction JobStatusFunction JobArtifactFunction QueueMetricsFunction \
 	WorkerHealthFunction ListJobsFunction JobDetailFunction RetryJobFunction CancelJobFunction \
 	RenderWorkerFunction HealthProbeFunction
 $(addprefix build-,$(FUNCTIONS)):

@@ -97,28 +97,27 @@ def _load_schemas(root: Path, names: _Names) -> dict[str, dict[str, Any]]:
     return components
 
 
-def _load_responses(root: Path, names: _Names) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """The responses file's routes (route key -> status -> description, schema, headers) and
-    its bodies as components; nothing when there is no such file."""
+def _load_responses(root: Path, names: _Names) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, Any]]]:
+    """The responses file's routes (route key -> status -> description, schema, headers), its
+    request bodies (route key -> schema, for a route whose body is not one job) and its bodies
+    as components; nothing when there is no such file."""
     try:
         document = _read(root / "schemas" / RESPONSES_FILE)
     except OSError:
-        return {}, {}
+        return {}, {}, {}
     routes = names.rewrite(document.get("routes") or {}, RESPONSES_FILE)
+    requests = names.rewrite(document.get("requests") or {}, RESPONSES_FILE)
     bodies = {name: names.rewrite(schema, RESPONSES_FILE) for name, schema in (document.get("$defs") or {}).items()}
-    return routes, bodies
+    return routes, requests, bodies
 
 
-def _examples(root: Path, template: Template, route: HttpRoute, schema: dict[str, Any] | None,
+def _examples(root: Path, template: Template, route: HttpRoute, valid: Callable[[Any], bool] | None,
               expected: dict[str, Any]) -> dict[str, Any]:
-    """Request bodies of the route's fixtures that the payload schema accepts (the fixtures
+    """Request bodies of the route's fixtures that its request schema accepts (the fixtures
     of refused payloads would be poor examples), each with a summary of what it does
     (events/expected.json): those that need no earlier request first, so the default example
     does on its own what its summary says."""
-    import jsonschema
-
     spec = template.functions[route.function]
-    validator = jsonschema.Draft7Validator(schema) if schema else None
     examples: dict[str, Any] = {}
 
     def order(path: Path) -> tuple[int, int, str]:  # standalone first, then by status
@@ -139,7 +138,7 @@ def _examples(root: Path, template: Template, route: HttpRoute, schema: dict[str
             value = json.loads(body)
         except ValueError:
             continue
-        if validator is None or validator.is_valid(value):
+        if valid is None or valid(value):
             outcome = expected.get(f"{spec.folder}/{path.stem}") or {}
             status = outcome.get("status")
             summary = outcome.get("summary") or path.stem
@@ -201,6 +200,22 @@ def _responses(root: Path, expected: dict[str, Any], template: Template, route: 
     return responses or {"default": {"description": "not documented"}}
 
 
+def _request_schema(route: HttpRoute, requests: dict[str, Any], payload: str | None, payload_file: Path | None,
+                    components: dict[str, Any]) -> tuple[dict[str, Any] | None, Callable[[Any], bool] | None]:
+    """The schema of the route's request body (the responses file's `requests` entry for its
+    route key, else the payload schema) and a check of an example against it."""
+    own = requests.get(route.route_key)
+    if own is not None:
+        return own, schema_validator({"components": {"schemas": components}}, own).is_valid
+    if payload is None:
+        return None, None
+    if payload_file is None:
+        return {"$ref": COMPONENTS + payload}, None
+    import jsonschema
+
+    return {"$ref": COMPONENTS + payload}, jsonschema.Draft7Validator(_read(payload_file)).is_valid
+
+
 def _parameters(path: str) -> list[dict[str, Any]]:
     return [
         {"name": name.rstrip("+"), "in": "path", "required": True, "schema": {"type": "string"}}
@@ -214,7 +229,8 @@ def build_openapi(template: Template, *, protected: set[str] | None = None, sche
     root = template.path.parent  # schemas/ and events/ sit beside the template
     names = _Names(root)
     schemas = _load_schemas(root, names)
-    documented, bodies = _load_responses(root, names)
+    documented, requests, bodies = _load_responses(root, names)
+    components = {**schemas, **bodies, "GatewayMessage": GATEWAY_MESSAGE}
     payload = next((name for name in schemas if "." not in name), None)
     payload_file = next((p for p in _schema_files(root) if names.of(p.name, None) == payload), None)
     expected = _expected(root)
@@ -234,9 +250,10 @@ def build_openapi(template: Template, *, protected: set[str] | None = None, sche
             operation["description"] = module.__doc__.strip()
         if _parameters(route.path):
             operation["parameters"] = _parameters(route.path)
-        if route.method in _BODY_METHODS and payload and _takes_body(root, template, route):
-            media: dict[str, Any] = {"schema": {"$ref": COMPONENTS + payload}}
-            examples = _examples(root, template, route, _read(payload_file) if payload_file else None, expected)
+        body_schema, valid = _request_schema(route, requests, payload, payload_file, components)
+        if route.method in _BODY_METHODS and body_schema and _takes_body(root, template, route):
+            media: dict[str, Any] = {"schema": body_schema}
+            examples = _examples(root, template, route, valid, expected)
             if examples:
                 media["examples"] = examples
             operation["requestBody"] = {"required": True, "content": {"application/json": media}}
@@ -265,7 +282,7 @@ def build_openapi(template: Template, *, protected: set[str] | None = None, sche
             "description": f"Routes of {template.path.name}, served by `python -m local serve`.",
         },
         "paths": paths,
-        "components": {"schemas": {**schemas, **bodies, "GatewayMessage": GATEWAY_MESSAGE}},
+        "components": {"schemas": components},
     }
     if protected is not None and scheme == "sigv4":
         # How API Gateway itself exports an IAM-authorized API.

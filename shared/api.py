@@ -25,7 +25,8 @@ JSON = "application/json"
 JOB_ROUTE = "/api/preview/job"
 QUEUE_METRICS_ROUTE = "/api/preview/queue/metrics"
 WORKER_HEALTH_ROUTE = "/api/preview/worker/health"
-# Operator routes: list jobs by state; one job's detail, retry and cancel are under JOB_ROUTE.
+# The collection: GET lists jobs by state (operators), POST admits a batch of jobs; one job's
+# detail, retry and cancel are under JOB_ROUTE.
 JOBS_ROUTE = "/api/preview/jobs"
 
 
@@ -44,6 +45,20 @@ def admission_answer(result: AdmitResult, origin: str) -> tuple[int, EnqueueResp
         artifactUrl=job_url(origin, result.jobId, "artifact"),
     )
     return (202 if result.created else 200), body
+
+
+def batch_answer(results: list[AdmitResult | PreviewError], origin: str) -> dict[str, Any]:
+    """What the batch route answers: `{"results": [{"status", "body"}, ...]}` in the order of
+    the jobs, each the status and body POST JOB_ROUTE answers for that job alone (its
+    Retry-After is the body's `retryAfter`, its Location the body's `statusUrl`)."""
+    items: list[dict[str, Any]] = []
+    for result in results:
+        if isinstance(result, AdmitResult):
+            status, body = admission_answer(result, origin)
+            items.append({"status": status, "body": body.as_json()})
+        else:
+            items.append({"status": result.status_code, "body": result.body()})
+    return {"results": items}
 
 
 def json_response(status: int, body: ApiModel | dict[str, Any], headers: dict[str, str] | None = None) -> Response:
@@ -120,6 +135,18 @@ def parse_body(body: str | bytes | None, is_base64: bool, limit: int) -> dict[st
             "the job must be a JSON object", [{"path": "/", "message": "must be an object"}]
         )
     return document
+
+
+def parse_batch_body(body: str | bytes | None, is_base64: bool, limit: int) -> dict[str, Any]:
+    """`parse_body` for the batch route: a body that is no JSON object is a malformed
+    envelope (`InvalidRequest`), not an invalid job."""
+    if body is None or body == "":
+        raise InvalidRequest('request body is empty; send the jobs as {"jobs": [job, ...]}')
+    try:
+        return parse_body(body, is_base64, limit)
+    except InvalidPayload:
+        raise InvalidRequest('the batch body must be a JSON object {"jobs": [job, ...]}',
+                             errors=[{"path": "/", "message": "must be an object"}]) from None
 
 
 def make_resolver() -> APIGatewayHttpResolver:

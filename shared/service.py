@@ -87,6 +87,49 @@ def enqueue_many(documents: list[Any], *, settings: Settings, queue: JobQueue,
     return [answer for answer in answers if answer is not None]
 
 
+# POST /api/preview/jobs takes at most this many jobs in one body (the body limit,
+# PREVIEW_MAX_BODY_BYTES, still applies to the whole body).
+MAX_BATCH = 100
+
+
+def batch_jobs(document: dict[str, Any]) -> list[Any]:
+    """The `jobs` of a batch body `{"jobs": [job, ...]}` (1 to MAX_BATCH of them); anything
+    else is an `InvalidRequest` for the whole request, before any job is looked at."""
+    unknown = sorted(key for key in document if key != "jobs")
+    if unknown:
+        raise InvalidRequest(f"the batch body takes only \"jobs\"; unknown key {unknown[0][:40]!r}",
+                             errors=[{"path": f"/{_escape(unknown[0][:40])}", "message": "unknown key"}])
+    jobs = document.get("jobs")
+    if not isinstance(jobs, list):
+        raise InvalidRequest('the batch body must be {"jobs": [job, ...]}: "jobs" is '
+                             + ("missing" if "jobs" not in document else "not an array"),
+                             errors=[{"path": "/jobs", "message": "must be an array of jobs"}])
+    if not 1 <= len(jobs) <= MAX_BATCH:
+        raise InvalidRequest(f"a batch holds 1 to {MAX_BATCH} jobs; this one has {len(jobs)}",
+                             errors=[{"path": "/jobs", "message": f"must hold 1 to {MAX_BATCH} jobs"}])
+    return jobs
+
+
+def _not_an_object() -> InvalidPayload:  # what parse_body answers for such a body alone
+    return InvalidPayload("the job must be a JSON object", [{"path": "/", "message": "must be an object"}])
+
+
+def _escape(key: str) -> str:  # a JSON Pointer token
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def enqueue_batch(document: dict[str, Any], *, settings: Settings, queue: JobQueue,
+                  kick: Kick) -> list[AdmitResult | PreviewError]:
+    """A batch body's jobs, each answered in its place as POST /api/preview/job answers it
+    alone (`enqueue_many`; a job that is not a JSON object gets the single route's 400)."""
+    jobs = batch_jobs(document)
+    answers: list[AdmitResult | PreviewError | None] = [None if isinstance(job, dict) else _not_an_object()
+                                                        for job in jobs]
+    objects = [job for job in jobs if isinstance(job, dict)]
+    admitted = iter(enqueue_many(objects, settings=settings, queue=queue, kick=kick) if objects else [])
+    return [answer if answer is not None else next(admitted) for answer in answers]
+
+
 def job_status(queue: JobQueue, job_id: str) -> JobStatus:
     status = queue.status(job_id)
     if status is None:

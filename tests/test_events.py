@@ -18,8 +18,8 @@ pytestmark = pytest.mark.usefixtures("no_sockets")
 
 EXPECTED = {k: v for k, v in json.loads((EVENTS / "expected.json").read_text()).items() if not k.startswith("_")}
 FIXTURES = sorted(p for p in EVENTS.glob("*/*.json"))
-HTTP_FUNCTIONS = {"enqueue_job", "job_status", "job_artifact", "queue_metrics", "worker_health", "list_jobs",
-                  "job_detail", "retry_job", "cancel_job"}
+HTTP_FUNCTIONS = {"enqueue_job", "enqueue_jobs", "job_status", "job_artifact", "queue_metrics", "worker_health",
+                  "list_jobs", "job_detail", "retry_job", "cancel_job"}
 
 
 def fixture_id(path: Path) -> str:

@@ -181,9 +181,10 @@ def test_a_replay_of_a_finished_job_and_a_job_not_completed_are_as_documented(re
         assert response["statusCode"] == 200 and problems_of(function, response) == [], response["body"]
 
 
-ALL_ENDPOINTS = [("enqueue_job", "success"), ("job_status", "success"), ("job_artifact", "success"),
-                 ("queue_metrics", "success"), ("worker_health", "healthy"), ("list_jobs", "waiting"),
-                 ("job_detail", "success"), ("retry_job", "success"), ("cancel_job", "success")]
+ALL_ENDPOINTS = [("enqueue_job", "success"), ("enqueue_jobs", "success"), ("job_status", "success"),
+                 ("job_artifact", "success"), ("queue_metrics", "success"), ("worker_health", "healthy"),
+                 ("list_jobs", "waiting"), ("job_detail", "success"), ("retry_job", "success"),
+                 ("cancel_job", "success")]
 
 
 @pytest.mark.redis
@@ -196,9 +197,10 @@ def test_redis_down_is_the_documented_503(function: str, case: str, monkeypatch:
     assert problems_of(function, response) == []
 
 
-USE_CASES: dict[str, str] = {"enqueue_job": "enqueue", "job_status": "job_status", "job_artifact": "job_artifact",
-                             "queue_metrics": "queue_metrics", "worker_health": "health", "list_jobs": "list_jobs",
-                             "job_detail": "job_detail", "retry_job": "retry_job", "cancel_job": "cancel_job"}
+USE_CASES: dict[str, str] = {"enqueue_job": "enqueue", "enqueue_jobs": "enqueue_batch", "job_status": "job_status",
+                             "job_artifact": "job_artifact", "queue_metrics": "queue_metrics",
+                             "worker_health": "health", "list_jobs": "list_jobs", "job_detail": "job_detail",
+                             "retry_job": "retry_job", "cancel_job": "cancel_job"}
 
 
 @pytest.mark.parametrize(("function", "case"), ALL_ENDPOINTS)

@@ -211,10 +211,10 @@ def test_the_handlers_routes_are_the_templates() -> None:
                 if event.get("Type") == "HttpApi"}
     built = {api.JOB_ROUTE, f"{api.JOB_ROUTE}/{{jobId}}/status", f"{api.JOB_ROUTE}/{{jobId}}/artifact",
              api.QUEUE_METRICS_ROUTE, api.WORKER_HEALTH_ROUTE, api.JOBS_ROUTE, f"{api.JOB_ROUTE}/{{jobId}}",
-             f"{api.JOB_ROUTE}/{{jobId}}/retry", f"{api.JOB_ROUTE}/{{jobId}}/cancel"}
+             f"{api.JOB_ROUTE}/{{jobId}}/retry", f"{api.JOB_ROUTE}/{{jobId}}/cancel"}  # JOBS_ROUTE: GET and POST
     assert declared == built
     # and each handler matches its route with these (the fixtures drive every route through it)
-    for folder in ("enqueue_job", "job_status", "job_artifact", "queue_metrics", "worker_health", "list_jobs",
-                   "job_detail", "retry_job", "cancel_job"):
+    for folder in ("enqueue_job", "enqueue_jobs", "job_status", "job_artifact", "queue_metrics", "worker_health",
+                   "list_jobs", "job_detail", "retry_job", "cancel_job"):
         literals = _string_literals(ROOT / "functions" / folder / "app.py")
         assert not [text for text in literals if "/api/preview" in text], folder

@@ -79,6 +79,7 @@ def test_routes_match_the_spec() -> None:
                 routes.add((event["Properties"]["Method"], event["Properties"]["Path"]))
     assert routes == {
         ("POST", "/api/preview/job"),
+        ("POST", "/api/preview/jobs"),
         ("GET", "/api/preview/job/{jobId}/status"),
         ("GET", "/api/preview/job/{jobId}/artifact"),
         ("GET", "/api/preview/queue/metrics"),

@@ -168,6 +168,7 @@ def test_banner_names_routes_schedules_and_the_worker(capsys: pytest.CaptureFixt
         f"Preview service emulator on {URL} (docs: /docs, dashboard: /dashboard, metrics: /metrics, "
         f"Redis: {private_redis.url})",
         "  POST /api/preview/job                         -> EnqueueJobFunction  [api key]",
+        "  POST /api/preview/jobs                        -> EnqueueJobsFunction  [api key]",
         "  GET /api/preview/job/{jobId}/status           -> JobStatusFunction  [api key]",
         "  GET /api/preview/job/{jobId}/artifact         -> JobArtifactFunction  [api key]",
         "  GET /api/preview/queue/metrics                -> QueueMetricsFunction  [api key]",

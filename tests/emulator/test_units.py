@@ -23,6 +23,7 @@ def test_real_template_functions_routes_and_schedules() -> None:
     template = load_template(TEMPLATE)
     assert {r.route_key: r.function for r in template.routes()} == {
         "POST /api/preview/job": "EnqueueJobFunction",
+        "POST /api/preview/jobs": "EnqueueJobsFunction",
         "GET /api/preview/job/{jobId}/status": "JobStatusFunction",
         "GET /api/preview/job/{jobId}/artifact": "JobArtifactFunction",
         "GET /api/preview/queue/metrics": "QueueMetricsFunction",
