@@ -1,7 +1,7 @@
 """The `preview` command (also `python -m preview_client`).
 
     preview validate FILE...                      offline: the contract admission applies
-    preview enqueue FILE... [--wait] [--download DIR]   several files: sent concurrently
+    preview enqueue FILE... [--wait] [--download DIR]   several files: in batches, each as if alone
     preview status ID
     preview artifact ID [--download DIR]          files checked against the manifest's sha256
     preview jobs [--state failed]                 \\
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from preview_client import errors
-from preview_client.client import Admission, JobTimeout, PreviewClient, RetryNotice, RetryPolicy
+from preview_client.client import MAX_BATCH, Admission, JobTimeout, PreviewClient, RetryNotice, RetryPolicy
 from preview_client.errors import ClientError, ConfigurationError, Unreadable
 
 STATES = ("waiting", "active", "delayed", "completed", "failed")
@@ -95,10 +95,12 @@ def parser() -> argparse.ArgumentParser:
 
     enqueue = command("enqueue", "submit jobs (each retried with the same body on 503, after Retry-After on 429)")
     enqueue.add_argument("files", nargs="+", metavar="FILE",
-                         help=f"job documents (JSON), several sent {SEND_AT_ONCE} at a time; - reads stdin")
+                         help=f"job documents (JSON); several are sent in batches of up to {MAX_BATCH} (POST "
+                              f"/api/preview/jobs), each answered as if sent alone; - reads stdin")
     enqueue.add_argument("--wait", action="store_true", help="follow the job until it completes or fails")
     enqueue.add_argument("--download", type=Path, metavar="DIR",
-                         help="then download its files into DIR, checked against the manifest (implies --wait)")
+                         help="then download its files into DIR (with several files, DIR/JOB_ID), checked against "
+                              "the manifest (implies --wait)")
     waiting(enqueue)
 
     status = command("status", "state, progress and attempts of a job")
@@ -126,7 +128,7 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
-# `preview enqueue` with several files: this many requests in flight at once.
+# `preview enqueue` with several files: this many jobs followed (--wait, --download) at once.
 SEND_AT_ONCE = 8
 
 
@@ -248,18 +250,35 @@ def read_job(name: str) -> bytes:
 
 
 def enqueue(client: PreviewClient, args: argparse.Namespace, output: Output) -> int:
-    """One file: its admission (and status, files). Several: each as if alone, SEND_AT_ONCE
-    at a time over the one client; their reports in the order given (with --json, a list of
+    """One file: its admission (and status, files). Several: admitted together through the
+    batch route (`PreviewClient.enqueue_many`: each answered as if sent alone), then each
+    followed SEND_AT_ONCE at a time (--download: each job's files in DIR/<jobId>, since every
+    preview has the same file names); their reports in the order given (with --json, a list of
     {"file", and the one-file document or "error"}); the exit status is the worst of theirs."""
     if len(args.files) == 1:
         return enqueue_one(client, args.files[0], args, output)
     if args.files.count("-") > 1:
         raise ConfigurationError("stdin (-) can be given once")
+    read: list[bytes | ClientError] = []
+    for name in args.files:
+        try:
+            read.append(read_job(name))
+        except ClientError as exc:  # an unreadable file is its own report
+            read.append(exc)
+    bodies = [content for content in read if isinstance(content, bytes)]
+    admitted = iter(client.enqueue_many(bodies) if bodies else [])
+    answers = [content if isinstance(content, ClientError) else next(admitted) for content in read]
 
-    def one(name: str) -> tuple[int, Buffered, Any]:
+    def one(job: tuple[str, Admission | ClientError]) -> tuple[int, Buffered, Any]:
+        name, answer = job
         own = Buffered(output.as_json)
         try:
-            code = enqueue_one(client, name, args, own)
+            if isinstance(answer, ClientError):
+                raise answer
+            # Every preview has the same file names: each job's go into a folder of its own
+            own_args = argparse.Namespace(**{**vars(args), "download": args.download / answer.job_id}) \
+                if args.download else args
+            code = report_admission(client, answer, own_args, own)
             return code, own, {"file": name, **own.result}
         except ClientError as exc:
             own.note(f"preview: {name}: error: {exc.message}")
@@ -270,7 +289,7 @@ def enqueue(client: PreviewClient, args: argparse.Namespace, output: Output) -> 
                 "body": getattr(exc, "body", None)}}
 
     with ThreadPoolExecutor(max_workers=min(SEND_AT_ONCE, len(args.files))) as pool:
-        reports = list(pool.map(one, args.files))
+        reports = list(pool.map(one, zip(args.files, answers, strict=True)))
     for _, own, _ in reports:
         for stream, into in ((own.err, output.err), (own.out, output.out)):
             text = stream.getvalue()
@@ -282,7 +301,11 @@ def enqueue(client: PreviewClient, args: argparse.Namespace, output: Output) -> 
 
 
 def enqueue_one(client: PreviewClient, name: str, args: argparse.Namespace, output: Output) -> int:
-    admission = client.enqueue(read_job(name))
+    return report_admission(client, client.enqueue(read_job(name)), args, output)
+
+
+def report_admission(client: PreviewClient, admission: Admission, args: argparse.Namespace, output: Output) -> int:
+    """A job's admission, and with --wait / --download its end and files."""
     describe_admission(admission, output)
     result: dict[str, Any] = {"admission": {"status": admission.status, **admission.body}}
     code = errors.OK

@@ -21,8 +21,10 @@ import os
 import random
 import re
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -46,8 +48,17 @@ from preview_client.errors import (
 JOB_ROUTE = "/api/preview/job"
 QUEUE_METRICS_ROUTE = "/api/preview/queue/metrics"
 WORKER_HEALTH_ROUTE = "/api/preview/worker/health"
-# The operator routes: the listing; a job's detail, retry and cancel are under JOB_ROUTE.
+# The collection: GET lists jobs (operators), POST admits a batch; a job's detail, retry and
+# cancel are under JOB_ROUTE.
 JOBS_ROUTE = "/api/preview/jobs"
+# A batch holds at most this many jobs (the service's MAX_BATCH), and its body is kept within
+# the service's default body limit (PREVIEW_MAX_BODY_BYTES); a service with a lower limit
+# answers 413 and the batch is split.
+MAX_BATCH = 100
+BATCH_BYTES = 262_144
+# Jobs sent one request each (a service without the batch route, a body that cannot go into
+# a batch as it is): this many requests in flight at once.
+SINGLES_AT_ONCE = 8
 
 TERMINAL_STATES = ("completed", "failed")
 SERVICE = "execute-api"
@@ -244,14 +255,120 @@ class PreviewClient:
     def enqueue(self, body: bytes | str | Mapping[str, Any]) -> Admission:
         """Submit a job. The same bytes are sent on every retry, so a job that a 503 or a lost
         answer hid is recognised by the service (200) rather than admitted twice."""
-        if isinstance(body, Mapping):
-            content = json.dumps(body).encode()
-        else:
-            content = body.encode() if isinstance(body, str) else body
-        response = self._request("POST", JOB_ROUTE, content=content, idempotent=True,
+        response = self._request("POST", JOB_ROUTE, content=_content(body), idempotent=True,
                                  headers={"content-type": "application/json"})
         data = self._answer(response, "POST", JOB_ROUTE)
         return Admission(response.status_code, data)
+
+    def enqueue_many(self, bodies: Sequence[bytes | str | Mapping[str, Any]]) -> list[Admission | ClientError]:
+        """Submit several jobs through the batch route (POST /api/preview/jobs), MAX_BATCH at a
+        time: one result per body, in order, each what `enqueue` of that body alone gives (an
+        `Admission`, or the error it would raise, returned in its place). A batch is retried
+        whole with the same bytes after a 503 or a lost answer (what it had admitted answers
+        200); jobs answered 429 are sent again, alone in a smaller batch, after their
+        `retryAfter`, within the one `busy_wait` budget of the call. A body that cannot be
+        spliced into a batch as it is (not UTF-8 JSON), a batch the service refuses whole (400,
+        or 413 for one job) and a service without the route fall back to `enqueue`."""
+        contents = [_content(body) for body in bodies]
+        results: list[Admission | ClientError | None] = [None] * len(contents)
+        batchable = [i for i, content in enumerate(contents)
+                     if len(content) <= BATCH_BYTES - len(b'{"jobs":[]}') and _spliceable(content)]
+        chosen = set(batchable)
+        alone = [i for i in range(len(contents)) if i not in chosen]
+        budget = _Budget(self.retry.busy_wait)
+        for chunk in _chunks([(i, contents[i]) for i in batchable]):
+            missing = self._batch(chunk, results, budget)
+            if missing:  # the service has no batch route: the rest one by one
+                alone += [i for i, _ in missing] + [i for i in batchable if i > missing[-1][0]]
+                break
+        for i, result in zip(alone, self._singles([contents[i] for i in alone]), strict=True):
+            results[i] = result
+        return [result for result in results if result is not None]
+
+    def _batch(self, chunk: list[tuple[int, bytes]], results: list[Admission | ClientError | None],
+               budget: _Budget) -> list[tuple[int, bytes]]:
+        """Send one batch, answering each job in `results`; the jobs left to send alone when
+        the service has no batch route (then nothing else of it was answered)."""
+        pending, attempt = chunk, 0
+        while pending:
+            attempt += 1
+            content = b'{"jobs":[' + b",".join(item for _, item in pending) + b"]}"
+            try:
+                response = self._request("POST", JOBS_ROUTE, content=content, idempotent=True,
+                                         headers={"content-type": "application/json"})
+            except ClientError as exc:  # unreachable: each job gets the error its own request would
+                for i, _ in pending:
+                    results[i] = exc
+                return []
+            code, body = response.status_code, _json(response)
+            if code in (404, 405) and body.get("error") in (None, "not_found"):
+                return pending
+            if code == 413 and len(pending) > 1:  # the service's body limit is below ours: halves
+                half = len(pending) // 2
+                for part in (pending[:half], pending[half:]):
+                    left = self._batch(part, results, budget)
+                    if left:
+                        return left + [item for item in pending if item[0] > left[-1][0]]
+                return []
+            if code in (400, 413):  # refused whole, nothing admitted: each alone gets its own answer
+                for (i, _), result in zip(pending, self._singles([c for _, c in pending]), strict=True):
+                    results[i] = result
+                return []
+            items = body.get("results")
+            if code != 200 or not isinstance(items, list) or len(items) != len(pending):
+                try:
+                    self._answer(response, "POST", JOBS_ROUTE, "admitting a batch")
+                    error: ClientError = ApiError(f"POST {JOBS_ROUTE}: {code} answer without one result per job",
+                                                  code, body)
+                except ClientError as exc:
+                    error = exc
+                for i, _ in pending:
+                    results[i] = error
+                return []
+            full: list[tuple[int, bytes, float, dict[str, Any]]] = []
+            for (i, item), answer in zip(pending, items, strict=True):
+                status = answer.get("status") if isinstance(answer, dict) else None
+                data = answer.get("body") if isinstance(answer, dict) else None
+                data = data if isinstance(data, dict) else {}
+                if status in (200, 202):
+                    results[i] = Admission(int(status), data)
+                elif status == 429 and _seconds(data.get("retryAfter")) <= self.retry.max_retry_after:
+                    full.append((i, item, _seconds(data.get("retryAfter")), data))
+                else:
+                    results[i] = self._job_error(int(status) if isinstance(status, int) else 502, data)
+            wait = max((after for _, _, after, _ in full), default=0.0)
+            if full and not budget.take(wait):
+                for i, _, _, data in full:
+                    results[i] = self._job_error(429, data)
+                return []
+            if full:
+                text = str(full[0][3].get("message") or "queue full")
+                self._pause(RetryNotice("POST", JOBS_ROUTE, f"429 {text} ({len(full)} of the batch)", wait, attempt))
+            pending = [(i, item) for i, item, _, _ in full]
+        return []
+
+    def _singles(self, contents: list[bytes]) -> list[Admission | ClientError]:
+        """`enqueue` of each body, SINGLES_AT_ONCE at a time; an error in the place of its body."""
+        def one(content: bytes) -> Admission | ClientError:
+            try:
+                return self.enqueue(content)
+            except ClientError as exc:
+                return exc
+
+        if len(contents) <= 1:
+            return [one(content) for content in contents]
+        with ThreadPoolExecutor(max_workers=min(SINGLES_AT_ONCE, len(contents))) as pool:
+            return list(pool.map(one, contents))
+
+    def _job_error(self, code: int, body: dict[str, Any]) -> ClientError:
+        """The error `enqueue` raises for an answer of `code` and `body` to one job."""
+        text = str(body.get("message") or body.get("error") or _phrase(code))
+        after = body.get("retryAfter", "?") if code == 429 else None
+        try:
+            self._raise_for(code, body, text, "POST", JOB_ROUTE, "", str(after))
+        except ClientError as exc:
+            return exc
+        return ApiError(f"POST {JOB_ROUTE}: {code} {text}", code, body)  # (not reached)
 
     def status(self, job_id: str) -> dict[str, Any]:
         path = f"{JOB_ROUTE}/{_segment(job_id)}/status"
@@ -443,7 +560,12 @@ class PreviewClient:
         code, body = response.status_code, _json(response)
         if 200 <= code < 300:
             return body
-        text = _message(response)
+        self._raise_for(code, body, _message(response), method, path, purpose, response.headers.get("retry-after", "?"))
+        raise AssertionError("not reached")
+
+    def _raise_for(self, code: int, body: dict[str, Any], text: str, method: str, path: str, purpose: str,
+                   after: str) -> None:
+        """Raise the error an answer of `code` stands for (`after`: its Retry-After)."""
         where = f"{method} {path}"
         if code in (400, 413):
             raise InvalidPayload(f"{where}: {code} {text}", code, body)
@@ -460,7 +582,6 @@ class PreviewClient:
                 raise RouteMissing(f"{where}: the service has no such route{doing}", code, body)
             raise NotFound(f"{where}: 404 {text}", code, body)
         if code == 429:
-            after = response.headers.get("retry-after", "?")
             raise Unavailable(f"{where}: 429 {text} (still full after the retries; it asks to retry after "
                               f"{after} s)", code, body)
         if code == 503:
@@ -472,6 +593,70 @@ class JobTimeout(ClientError):
     def __init__(self, message: str, status: dict[str, Any]) -> None:
         super().__init__(message)
         self.status = status
+
+
+class _Budget:
+    """The seconds one call may still spend waiting out 429s."""
+
+    def __init__(self, seconds: float) -> None:
+        self.left = seconds
+
+    def take(self, seconds: float) -> bool:
+        if seconds > self.left:
+            return False
+        self.left -= seconds
+        return True
+
+
+def _content(body: bytes | str | Mapping[str, Any]) -> bytes:
+    if isinstance(body, Mapping):
+        return json.dumps(body).encode()
+    return body.encode() if isinstance(body, str) else body
+
+
+def _spliceable(content: bytes) -> bool:
+    """Whether the bytes can stand as they are for one job of a batch body: one JSON value in
+    UTF-8 without a byte order mark (what the service reads alone may be other encodings too)."""
+    try:
+        text = content.decode("utf-8")
+        if text.startswith("\ufeff"):
+            return False
+        json.loads(text, parse_constant=_refuse)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return True
+
+
+def _refuse(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _chunks(items: list[tuple[int, bytes]]) -> Iterator[list[tuple[int, bytes]]]:
+    """Batches of at most MAX_BATCH jobs and BATCH_BYTES of body (a job over it goes alone)."""
+    chunk: list[tuple[int, bytes]] = []
+    size = len(b'{"jobs":[]}')
+    for item in items:
+        if chunk and (len(chunk) == MAX_BATCH or size + len(item[1]) + 1 > BATCH_BYTES):
+            yield chunk
+            chunk, size = [], len(b'{"jobs":[]}')
+        chunk.append(item)
+        size += len(item[1]) + 1
+    if chunk:
+        yield chunk
+
+
+def _seconds(value: Any) -> float:
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        return 1.0
+
+
+def _phrase(code: int) -> str:
+    try:
+        return HTTPStatus(code).phrase
+    except ValueError:
+        return str(code)
 
 
 def _segment(job_id: str) -> str:
