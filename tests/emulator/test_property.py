@@ -3,7 +3,8 @@ every job it admits is rendered or fails for a reason admission could not know.
 
 The real template behind the emulator, its app driven in this process (a private Redis, the
 render worker in the app's threads), requests generated from the document the app serves at
-/openapi.json: its paths and parameters, request bodies from its payload schema, plus
+/openapi.json: its paths and parameters, request bodies from its payload schema (the batch
+route's: the single route's bodies, several spliced into one `{"jobs": [...]}`), plus
 hand-written strategies for what a schema does not say (coherent jobs that really render, at
 tiny sizes; whole numbers written as floats, lone surrogates, integers past 4,300 digits,
 numbers past the float range, odd Host headers, odd paths and bodies). For every answer: no
@@ -416,6 +417,15 @@ def mutated_jobs(draw: Callable[[st.SearchStrategy[Any]], Any], ids: Iterator[in
     return enqueue(body, label=f"{target.group()[:40]} -> {replacement[:40]}", content_type=JSON_TYPE)
 
 
+@st.composite
+def batches(draw: Callable[[st.SearchStrategy[Any]], Any], ids: Iterator[int]) -> Request:
+    """POST /api/preview/jobs with 1 to 5 of the single route's bodies (coherent, mutated or
+    raw) spliced into `{"jobs": [...]}`: each answered in its place, or the batch refused whole."""
+    jobs = draw(st.lists(st.one_of(coherent_jobs(ids), mutated_jobs(ids), raw_bodies()), min_size=1, max_size=5))
+    raw = b'{"jobs":[' + b",".join(job.body or b"" for job in jobs) + b"]}"
+    return Request("POST", "/api/preview/jobs", "/api/preview/jobs", [("content-type", JSON_TYPE.encode())], raw)
+
+
 def raw_bodies() -> st.SearchStrategy[Request]:
     return st.builds(enqueue, st.binary(max_size=64) | st.text(max_size=64).map(str.encode)
                      | json_values().map(lambda v: dumps(v).encode()), content_type=content_types())
@@ -441,7 +451,9 @@ def requests_for(document: dict[str, Any]) -> st.SearchStrategy[Request]:
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             params = [p["name"] for p in operation.get("parameters", []) if p["in"] == "path"]
-            if "requestBody" in operation:
+            if "requestBody" in operation and path == "/api/preview/jobs":
+                strategies.append(st.builds(_with_headers, batches(ids), host_headers()))
+            elif "requestBody" in operation:
                 payload = operation["requestBody"]["content"][JSON_TYPE]["schema"]
                 bodies = st.one_of(coherent_jobs(ids), coherent_jobs(ids), mutated_jobs(ids),
                                    schema_jobs(schemas, payload), raw_bodies())
