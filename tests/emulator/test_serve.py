@@ -227,7 +227,7 @@ def test_openapi_and_docs(client: httpx.Client, anonymous: httpx.Client) -> None
         "/api/preview/job/{jobId}/artifact": ["get"],
         "/api/preview/queue/metrics": ["get"],
         "/api/preview/worker/health": ["get"],
-        "/api/preview/jobs": ["get"],
+        "/api/preview/jobs": ["get", "post"],
         "/api/preview/job/{jobId}": ["get"],
         "/api/preview/job/{jobId}/retry": ["post"],
         "/api/preview/job/{jobId}/cancel": ["post"],
@@ -237,6 +237,12 @@ def test_openapi_and_docs(client: httpx.Client, anonymous: httpx.Client) -> None
     media = enqueue["requestBody"]["content"]["application/json"]
     assert media["schema"] == {"$ref": "#/components/schemas/PreviewJob"}
     assert "minimal" in media["examples"]
+    # The batch route's body is its own schema (schemas/responses.schema.json `requests`), and
+    # its examples the fixtures that schema accepts
+    batch = document["paths"]["/api/preview/jobs"]["post"]["requestBody"]["content"]["application/json"]
+    assert batch["schema"] == {"$ref": "#/components/schemas/JobBatch"}
+    assert set(batch["examples"]) == {"success", "queue-full"}
+    assert "requestBody" not in document["paths"]["/api/preview/jobs"]["get"]
     status = document["paths"]["/api/preview/job/{jobId}/status"]["get"]
     assert status["parameters"][0]["name"] == "jobId"
     # Status codes and bodies from schemas/responses.schema.json, and what the fixtures produce.
