@@ -300,12 +300,33 @@ def _formats(node: Any) -> set[str]:
 
 
 def _ecma_schema(node: Any) -> Any:
-    """The schema with each pattern's `$` meaning the very end, as `_ecma_regex` reads it."""
+    """The schema with each pattern's `$` meaning the very end, as `_ecma_regex` reads it, and
+    each reference to a definition replaced by the definition, the same schema (a definition
+    that refers to itself stays a reference there): fastjsonschema makes a function of each
+    definition referred to, and calls it with the path of the value for its messages, built on
+    every call (a `str.format(**locals())` for each item of an array)."""
+    return _ecma_patterns(_inline_definitions(node, node.get("definitions", {}), ()))
+
+
+def _inline_definitions(node: Any, definitions: dict[str, Any], within: tuple[str, ...]) -> Any:
     if isinstance(node, dict):
-        return {key: _ecma_regex(value).pattern if key == "pattern" and isinstance(value, str) else _ecma_schema(value)
+        ref = node.get("$ref")
+        name = ref.removeprefix("#/definitions/") if isinstance(ref, str) else None
+        if len(node) == 1 and name in definitions and name not in within:  # a "$ref" on its own
+            return _inline_definitions(definitions[name], definitions, (*within, name))
+        return {key: value if key == "definitions" else _inline_definitions(value, definitions, within)
                 for key, value in node.items()}
     if isinstance(node, list):
-        return [_ecma_schema(value) for value in node]
+        return [_inline_definitions(value, definitions, within) for value in node]
+    return node
+
+
+def _ecma_patterns(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {key: _ecma_regex(value).pattern if key == "pattern" and isinstance(value, str)
+                else _ecma_patterns(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_ecma_patterns(value) for value in node]
     return node
 
 
@@ -404,13 +425,15 @@ def _rules(document: Mapping[str, Any], *, inline: bool = True) -> list[Problem]
     if total > MAX_TOTAL_SECONDS:
         errors.append({"path": "/previewRequest/steps",
                        "message": f"total duration {total:g} s exceeds {MAX_TOTAL_SECONDS} s"})
-    shown = {step.get("asset") for step in request.get("steps", [])}
-    problem = job_pixels_problem(sum(count for asset_id, count in pixels.items() if asset_id in shown))
-    if problem:
-        errors.append({"path": "/previewRequest/assets", "message": problem})
+    if pixels:  # no inline image, no pixels to count against the budget
+        shown = {step.get("asset") for step in request.get("steps", [])}
+        problem = job_pixels_problem(sum(count for asset_id, count in pixels.items() if asset_id in shown))
+        if problem:
+            errors.append({"path": "/previewRequest/assets", "message": problem})
 
+    audio = request.get("audio", {})
     for role in ("narration", "music"):
-        ref = request.get("audio", {}).get(role)
+        ref = audio.get(role)
         if ref is not None:
             errors.extend(_reference(f"/previewRequest/audio/{role}", ref, "audio", assets))
 
@@ -551,6 +574,16 @@ _INTEGER_PATHS = _integer_paths(SCHEMA)
 
 def _make_whole(document: Any, paths: list[tuple[str, ...]]) -> None:
     for path in paths:
+        if "*" not in path:  # one value at most: followed down, no lists built
+            node = document
+            for name in path[:-1]:
+                node = node[name] if isinstance(node, dict) and name in node else None
+            last = path[-1]
+            if isinstance(node, dict) and last in node:
+                value = node[last]
+                if type(value) is float and value.is_integer():
+                    node[last] = int(value)
+            continue
         nodes = [document]
         for name in path[:-1]:
             if name == "*":

@@ -21,9 +21,9 @@ JsonSchemaValuesException = JsonSchemaValueException
 
 
 REGEX_PATTERNS = {
-    '^[1-9][0-9]{1,3}x[1-9][0-9]{1,3}\\Z': re.compile('^[1-9][0-9]{1,3}x[1-9][0-9]{1,3}\\Z'),
+    '^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\\Z': re.compile('^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\\Z'),
     '^(data:[A-Za-z0-9.+/-]+(;[A-Za-z0-9=.+_-]+)*(;base64)?,.*|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[^\\s]+|(?!/)(?!.*(^|/)\\.\\.(/|\\Z))(?![A-Za-z][A-Za-z0-9+.-]*:)[A-Za-z0-9._/ -]+)\\Z': re.compile('^(data:[A-Za-z0-9.+/-]+(;[A-Za-z0-9=.+_-]+)*(;base64)?,.*|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[^\\s]+|(?!/)(?!.*(^|/)\\.\\.(/|\\Z))(?![A-Za-z][A-Za-z0-9+.-]*:)[A-Za-z0-9._/ -]+)\\Z'),
-    '^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\\Z': re.compile('^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\\Z')
+    '^[1-9][0-9]{1,3}x[1-9][0-9]{1,3}\\Z': re.compile('^[1-9][0-9]{1,3}x[1-9][0-9]{1,3}\\Z')
 }
 
 NoneType = type(None)
@@ -40,15 +40,42 @@ def validate_https___schemas_preview_service_dev_preview_job_schema_json(data, c
         if "jobId" in data_keys:
             data_keys.remove("jobId")
             data__jobId = data["jobId"]
-            validate_https___schemas_preview_service_dev_preview_job_schema_json__definitions_id(data__jobId, custom_formats, (name_prefix or "data") + ".jobId")
+            if not isinstance(data__jobId, (str)):
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".jobId must be string")
+            if isinstance(data__jobId, str):
+                data__jobId_len = len(data__jobId)
+                if data__jobId_len < 1:
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".jobId must be longer than or equal to 1 characters")
+                if data__jobId_len > 128:
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".jobId must be shorter than or equal to 128 characters")
+                if not REGEX_PATTERNS['^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\\Z'].search(data__jobId):
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".jobId must match pattern ^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\\Z")
         if "projectId" in data_keys:
             data_keys.remove("projectId")
             data__projectId = data["projectId"]
-            validate_https___schemas_preview_service_dev_preview_job_schema_json__definitions_id(data__projectId, custom_formats, (name_prefix or "data") + ".projectId")
+            if not isinstance(data__projectId, (str)):
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".projectId must be string")
+            if isinstance(data__projectId, str):
+                data__projectId_len = len(data__projectId)
+                if data__projectId_len < 1:
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".projectId must be longer than or equal to 1 characters")
+                if data__projectId_len > 128:
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".projectId must be shorter than or equal to 128 characters")
+                if not REGEX_PATTERNS['^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\\Z'].search(data__projectId):
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".projectId must match pattern ^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\\Z")
         if "requestId" in data_keys:
             data_keys.remove("requestId")
             data__requestId = data["requestId"]
-            validate_https___schemas_preview_service_dev_preview_job_schema_json__definitions_id(data__requestId, custom_formats, (name_prefix or "data") + ".requestId")
+            if not isinstance(data__requestId, (str)):
+                raise JsonSchemaValueException("" + (name_prefix or "data") + ".requestId must be string")
+            if isinstance(data__requestId, str):
+                data__requestId_len = len(data__requestId)
+                if data__requestId_len < 1:
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".requestId must be longer than or equal to 1 characters")
+                if data__requestId_len > 128:
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".requestId must be shorter than or equal to 128 characters")
+                if not REGEX_PATTERNS['^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\\Z'].search(data__requestId):
+                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".requestId must match pattern ^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\\Z")
         if "dryRun" in data_keys:
             data_keys.remove("dryRun")
             data__dryRun = data["dryRun"]
@@ -127,7 +154,52 @@ def validate_https___schemas_preview_service_dev_preview_job_schema_json(data, c
                         if data__previewRequest__steps_len > 100:
                             raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.steps must contain less than or equal to 100 items")
                         for data__previewRequest__steps_x, data__previewRequest__steps_item in enumerate(data__previewRequest__steps):
-                            validate_https___schemas_preview_service_dev_preview_job_schema_json__definitions_step(data__previewRequest__steps_item, custom_formats, (name_prefix or "data") + ".previewRequest.steps[{data__previewRequest__steps_x}]".format(**locals()))
+                            if not isinstance(data__previewRequest__steps_item, (dict)):
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.steps[{data__previewRequest__steps_x}]".format(**locals()) + " must be object")
+                            data__previewRequest__steps_item_is_dict = isinstance(data__previewRequest__steps_item, dict)
+                            if data__previewRequest__steps_item_is_dict:
+                                data__previewRequest__steps_item_keys = set(data__previewRequest__steps_item.keys())
+                                if "title" in data__previewRequest__steps_item_keys:
+                                    data__previewRequest__steps_item_keys.remove("title")
+                                    data__previewRequest__steps_item__title = data__previewRequest__steps_item["title"]
+                                    if not isinstance(data__previewRequest__steps_item__title, (str)):
+                                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.steps[{data__previewRequest__steps_x}].title".format(**locals()) + " must be string")
+                                    if isinstance(data__previewRequest__steps_item__title, str):
+                                        data__previewRequest__steps_item__title_len = len(data__previewRequest__steps_item__title)
+                                        if data__previewRequest__steps_item__title_len > 200:
+                                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.steps[{data__previewRequest__steps_x}].title".format(**locals()) + " must be shorter than or equal to 200 characters")
+                                if "text" in data__previewRequest__steps_item_keys:
+                                    data__previewRequest__steps_item_keys.remove("text")
+                                    data__previewRequest__steps_item__text = data__previewRequest__steps_item["text"]
+                                    if not isinstance(data__previewRequest__steps_item__text, (str)):
+                                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.steps[{data__previewRequest__steps_x}].text".format(**locals()) + " must be string")
+                                    if isinstance(data__previewRequest__steps_item__text, str):
+                                        data__previewRequest__steps_item__text_len = len(data__previewRequest__steps_item__text)
+                                        if data__previewRequest__steps_item__text_len > 1000:
+                                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.steps[{data__previewRequest__steps_x}].text".format(**locals()) + " must be shorter than or equal to 1000 characters")
+                                if "durationSec" in data__previewRequest__steps_item_keys:
+                                    data__previewRequest__steps_item_keys.remove("durationSec")
+                                    data__previewRequest__steps_item__durationSec = data__previewRequest__steps_item["durationSec"]
+                                    if not isinstance(data__previewRequest__steps_item__durationSec, (int, float, Decimal)) or isinstance(data__previewRequest__steps_item__durationSec, bool):
+                                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.steps[{data__previewRequest__steps_x}].durationSec".format(**locals()) + " must be number")
+                                    if isinstance(data__previewRequest__steps_item__durationSec, (int, float, Decimal)) and not isinstance(data__previewRequest__steps_item__durationSec, bool):
+                                        if data__previewRequest__steps_item__durationSec < 0.5:
+                                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.steps[{data__previewRequest__steps_x}].durationSec".format(**locals()) + " must be bigger than or equal to 0.5")
+                                        if data__previewRequest__steps_item__durationSec > 30:
+                                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.steps[{data__previewRequest__steps_x}].durationSec".format(**locals()) + " must be smaller than or equal to 30")
+                                if "asset" in data__previewRequest__steps_item_keys:
+                                    data__previewRequest__steps_item_keys.remove("asset")
+                                    data__previewRequest__steps_item__asset = data__previewRequest__steps_item["asset"]
+                                    if not isinstance(data__previewRequest__steps_item__asset, (str)):
+                                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.steps[{data__previewRequest__steps_x}].asset".format(**locals()) + " must be string")
+                                    if isinstance(data__previewRequest__steps_item__asset, str):
+                                        data__previewRequest__steps_item__asset_len = len(data__previewRequest__steps_item__asset)
+                                        if data__previewRequest__steps_item__asset_len < 1:
+                                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.steps[{data__previewRequest__steps_x}].asset".format(**locals()) + " must be longer than or equal to 1 characters")
+                                        if data__previewRequest__steps_item__asset_len > 128:
+                                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.steps[{data__previewRequest__steps_x}].asset".format(**locals()) + " must be shorter than or equal to 128 characters")
+                                        if not REGEX_PATTERNS['^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\\Z'].search(data__previewRequest__steps_item__asset):
+                                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.steps[{data__previewRequest__steps_x}].asset".format(**locals()) + " must match pattern ^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\\Z")
                 if "assets" in data__previewRequest_keys:
                     data__previewRequest_keys.remove("assets")
                     data__previewRequest__assets = data__previewRequest["assets"]
@@ -139,15 +211,131 @@ def validate_https___schemas_preview_service_dev_preview_job_schema_json(data, c
                         if data__previewRequest__assets_len > 200:
                             raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.assets must contain less than or equal to 200 items")
                         for data__previewRequest__assets_x, data__previewRequest__assets_item in enumerate(data__previewRequest__assets):
-                            validate_https___schemas_preview_service_dev_preview_job_schema_json__definitions_asset(data__previewRequest__assets_item, custom_formats, (name_prefix or "data") + ".previewRequest.assets[{data__previewRequest__assets_x}]".format(**locals()))
+                            if not isinstance(data__previewRequest__assets_item, (dict)):
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.assets[{data__previewRequest__assets_x}]".format(**locals()) + " must be object")
+                            data__previewRequest__assets_item_is_dict = isinstance(data__previewRequest__assets_item, dict)
+                            if data__previewRequest__assets_item_is_dict:
+                                data__previewRequest__assets_item__missing_keys = set(['id', 'type', 'uri']) - data__previewRequest__assets_item.keys()
+                                if data__previewRequest__assets_item__missing_keys:
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.assets[{data__previewRequest__assets_x}]".format(**locals()) + " must contain ")
+                                data__previewRequest__assets_item_keys = set(data__previewRequest__assets_item.keys())
+                                if "id" in data__previewRequest__assets_item_keys:
+                                    data__previewRequest__assets_item_keys.remove("id")
+                                    data__previewRequest__assets_item__id = data__previewRequest__assets_item["id"]
+                                    if not isinstance(data__previewRequest__assets_item__id, (str)):
+                                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.assets[{data__previewRequest__assets_x}].id".format(**locals()) + " must be string")
+                                    if isinstance(data__previewRequest__assets_item__id, str):
+                                        data__previewRequest__assets_item__id_len = len(data__previewRequest__assets_item__id)
+                                        if data__previewRequest__assets_item__id_len < 1:
+                                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.assets[{data__previewRequest__assets_x}].id".format(**locals()) + " must be longer than or equal to 1 characters")
+                                        if data__previewRequest__assets_item__id_len > 128:
+                                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.assets[{data__previewRequest__assets_x}].id".format(**locals()) + " must be shorter than or equal to 128 characters")
+                                        if not REGEX_PATTERNS['^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\\Z'].search(data__previewRequest__assets_item__id):
+                                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.assets[{data__previewRequest__assets_x}].id".format(**locals()) + " must match pattern ^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\\Z")
+                                if "type" in data__previewRequest__assets_item_keys:
+                                    data__previewRequest__assets_item_keys.remove("type")
+                                    data__previewRequest__assets_item__type = data__previewRequest__assets_item["type"]
+                                    if not isinstance(data__previewRequest__assets_item__type, (str)):
+                                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.assets[{data__previewRequest__assets_x}].type".format(**locals()) + " must be string")
+                                    if not (isinstance(data__previewRequest__assets_item__type, str) and data__previewRequest__assets_item__type == 'image' or isinstance(data__previewRequest__assets_item__type, str) and data__previewRequest__assets_item__type == 'audio'):
+                                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.assets[{data__previewRequest__assets_x}].type".format(**locals()) + " must be one of ['image', 'audio']")
+                                if "uri" in data__previewRequest__assets_item_keys:
+                                    data__previewRequest__assets_item_keys.remove("uri")
+                                    data__previewRequest__assets_item__uri = data__previewRequest__assets_item["uri"]
+                                    if not isinstance(data__previewRequest__assets_item__uri, (str)):
+                                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.assets[{data__previewRequest__assets_x}].uri".format(**locals()) + " must be string")
+                                    if isinstance(data__previewRequest__assets_item__uri, str):
+                                        data__previewRequest__assets_item__uri_len = len(data__previewRequest__assets_item__uri)
+                                        if data__previewRequest__assets_item__uri_len < 1:
+                                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.assets[{data__previewRequest__assets_x}].uri".format(**locals()) + " must be longer than or equal to 1 characters")
+                                        if data__previewRequest__assets_item__uri_len > 200000:
+                                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.assets[{data__previewRequest__assets_x}].uri".format(**locals()) + " must be shorter than or equal to 200000 characters")
+                                        if not REGEX_PATTERNS['^(data:[A-Za-z0-9.+/-]+(;[A-Za-z0-9=.+_-]+)*(;base64)?,.*|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[^\\s]+|(?!/)(?!.*(^|/)\\.\\.(/|\\Z))(?![A-Za-z][A-Za-z0-9+.-]*:)[A-Za-z0-9._/ -]+)\\Z'].search(data__previewRequest__assets_item__uri):
+                                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.assets[{data__previewRequest__assets_x}].uri".format(**locals()) + " must match pattern ^(data:[A-Za-z0-9.+/-]+(;[A-Za-z0-9=.+_-]+)*(;base64)?,.*|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[^\\s]+|(?!/)(?!.*(^|/)\\.\\.(/|\\Z))(?![A-Za-z][A-Za-z0-9+.-]*:)[A-Za-z0-9._/ -]+)\\Z")
                 if "audio" in data__previewRequest_keys:
                     data__previewRequest_keys.remove("audio")
                     data__previewRequest__audio = data__previewRequest["audio"]
-                    validate_https___schemas_preview_service_dev_preview_job_schema_json__definitions_audio(data__previewRequest__audio, custom_formats, (name_prefix or "data") + ".previewRequest.audio")
+                    if not isinstance(data__previewRequest__audio, (dict)):
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.audio must be object")
+                    data__previewRequest__audio_is_dict = isinstance(data__previewRequest__audio, dict)
+                    if data__previewRequest__audio_is_dict:
+                        data__previewRequest__audio_keys = set(data__previewRequest__audio.keys())
+                        if "narration" in data__previewRequest__audio_keys:
+                            data__previewRequest__audio_keys.remove("narration")
+                            data__previewRequest__audio__narration = data__previewRequest__audio["narration"]
+                            if not isinstance(data__previewRequest__audio__narration, (str)):
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.audio.narration must be string")
+                            if isinstance(data__previewRequest__audio__narration, str):
+                                data__previewRequest__audio__narration_len = len(data__previewRequest__audio__narration)
+                                if data__previewRequest__audio__narration_len < 1:
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.audio.narration must be longer than or equal to 1 characters")
+                                if data__previewRequest__audio__narration_len > 128:
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.audio.narration must be shorter than or equal to 128 characters")
+                                if not REGEX_PATTERNS['^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\\Z'].search(data__previewRequest__audio__narration):
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.audio.narration must match pattern ^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\\Z")
+                        if "music" in data__previewRequest__audio_keys:
+                            data__previewRequest__audio_keys.remove("music")
+                            data__previewRequest__audio__music = data__previewRequest__audio["music"]
+                            if not isinstance(data__previewRequest__audio__music, (str)):
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.audio.music must be string")
+                            if isinstance(data__previewRequest__audio__music, str):
+                                data__previewRequest__audio__music_len = len(data__previewRequest__audio__music)
+                                if data__previewRequest__audio__music_len < 1:
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.audio.music must be longer than or equal to 1 characters")
+                                if data__previewRequest__audio__music_len > 128:
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.audio.music must be shorter than or equal to 128 characters")
+                                if not REGEX_PATTERNS['^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\\Z'].search(data__previewRequest__audio__music):
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.audio.music must match pattern ^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\\Z")
+                        if "musicVolume" in data__previewRequest__audio_keys:
+                            data__previewRequest__audio_keys.remove("musicVolume")
+                            data__previewRequest__audio__musicVolume = data__previewRequest__audio["musicVolume"]
+                            if not isinstance(data__previewRequest__audio__musicVolume, (int, float, Decimal)) or isinstance(data__previewRequest__audio__musicVolume, bool):
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.audio.musicVolume must be number")
+                            if isinstance(data__previewRequest__audio__musicVolume, (int, float, Decimal)) and not isinstance(data__previewRequest__audio__musicVolume, bool):
+                                if data__previewRequest__audio__musicVolume < 0:
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.audio.musicVolume must be bigger than or equal to 0")
+                                if data__previewRequest__audio__musicVolume > 1:
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.audio.musicVolume must be smaller than or equal to 1")
+                        if data__previewRequest__audio_keys:
+                            raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.audio must not contain "+str(data__previewRequest__audio_keys)+" properties")
                 if "options" in data__previewRequest_keys:
                     data__previewRequest_keys.remove("options")
                     data__previewRequest__options = data__previewRequest["options"]
-                    validate_https___schemas_preview_service_dev_preview_job_schema_json__definitions_options(data__previewRequest__options, custom_formats, (name_prefix or "data") + ".previewRequest.options")
+                    if not isinstance(data__previewRequest__options, (dict)):
+                        raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.options must be object")
+                    data__previewRequest__options_is_dict = isinstance(data__previewRequest__options, dict)
+                    if data__previewRequest__options_is_dict:
+                        data__previewRequest__options_keys = set(data__previewRequest__options.keys())
+                        if "resolution" in data__previewRequest__options_keys:
+                            data__previewRequest__options_keys.remove("resolution")
+                            data__previewRequest__options__resolution = data__previewRequest__options["resolution"]
+                            if not isinstance(data__previewRequest__options__resolution, (str)):
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.options.resolution must be string")
+                            if isinstance(data__previewRequest__options__resolution, str):
+                                if not REGEX_PATTERNS['^[1-9][0-9]{1,3}x[1-9][0-9]{1,3}\\Z'].search(data__previewRequest__options__resolution):
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.options.resolution must match pattern ^[1-9][0-9]{1,3}x[1-9][0-9]{1,3}\\Z")
+                        if "format" in data__previewRequest__options_keys:
+                            data__previewRequest__options_keys.remove("format")
+                            data__previewRequest__options__format = data__previewRequest__options["format"]
+                            if not isinstance(data__previewRequest__options__format, (str)):
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.options.format must be string")
+                            if not (isinstance(data__previewRequest__options__format, str) and data__previewRequest__options__format == 'mp4' or isinstance(data__previewRequest__options__format, str) and data__previewRequest__options__format == 'webm' or isinstance(data__previewRequest__options__format, str) and data__previewRequest__options__format == 'gif'):
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.options.format must be one of ['mp4', 'webm', 'gif']")
+                        if "fps" in data__previewRequest__options_keys:
+                            data__previewRequest__options_keys.remove("fps")
+                            data__previewRequest__options__fps = data__previewRequest__options["fps"]
+                            if not isinstance(data__previewRequest__options__fps, (int)) and not (isinstance(data__previewRequest__options__fps, float) and data__previewRequest__options__fps.is_integer()) or isinstance(data__previewRequest__options__fps, bool):
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.options.fps must be integer")
+                            if isinstance(data__previewRequest__options__fps, (int, float, Decimal)) and not isinstance(data__previewRequest__options__fps, bool):
+                                if data__previewRequest__options__fps < 1:
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.options.fps must be bigger than or equal to 1")
+                                if data__previewRequest__options__fps > 60:
+                                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.options.fps must be smaller than or equal to 60")
+                        if "includeCaptions" in data__previewRequest__options_keys:
+                            data__previewRequest__options_keys.remove("includeCaptions")
+                            data__previewRequest__options__includeCaptions = data__previewRequest__options["includeCaptions"]
+                            if not isinstance(data__previewRequest__options__includeCaptions, (bool)):
+                                raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.options.includeCaptions must be boolean")
                 if "metadata" in data__previewRequest_keys:
                     data__previewRequest_keys.remove("metadata")
                     data__previewRequest__metadata = data__previewRequest["metadata"]
@@ -155,160 +343,6 @@ def validate_https___schemas_preview_service_dev_preview_job_schema_json(data, c
                         raise JsonSchemaValueException("" + (name_prefix or "data") + ".previewRequest.metadata must be object")
         if data_keys:
             raise JsonSchemaValueException("" + (name_prefix or "data") + " must not contain "+str(data_keys)+" properties")
-    return data
-
-def validate_https___schemas_preview_service_dev_preview_job_schema_json__definitions_options(data, custom_formats={}, name_prefix=None):
-    if not isinstance(data, (dict)):
-        raise JsonSchemaValueException("" + (name_prefix or "data") + " must be object")
-    data_is_dict = isinstance(data, dict)
-    if data_is_dict:
-        data_keys = set(data.keys())
-        if "resolution" in data_keys:
-            data_keys.remove("resolution")
-            data__resolution = data["resolution"]
-            if not isinstance(data__resolution, (str)):
-                raise JsonSchemaValueException("" + (name_prefix or "data") + ".resolution must be string")
-            if isinstance(data__resolution, str):
-                if not REGEX_PATTERNS['^[1-9][0-9]{1,3}x[1-9][0-9]{1,3}\\Z'].search(data__resolution):
-                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".resolution must match pattern ^[1-9][0-9]{1,3}x[1-9][0-9]{1,3}\\Z")
-        if "format" in data_keys:
-            data_keys.remove("format")
-            data__format = data["format"]
-            if not isinstance(data__format, (str)):
-                raise JsonSchemaValueException("" + (name_prefix or "data") + ".format must be string")
-            if not (isinstance(data__format, str) and data__format == 'mp4' or isinstance(data__format, str) and data__format == 'webm' or isinstance(data__format, str) and data__format == 'gif'):
-                raise JsonSchemaValueException("" + (name_prefix or "data") + ".format must be one of ['mp4', 'webm', 'gif']")
-        if "fps" in data_keys:
-            data_keys.remove("fps")
-            data__fps = data["fps"]
-            if not isinstance(data__fps, (int)) and not (isinstance(data__fps, float) and data__fps.is_integer()) or isinstance(data__fps, bool):
-                raise JsonSchemaValueException("" + (name_prefix or "data") + ".fps must be integer")
-            if isinstance(data__fps, (int, float, Decimal)) and not isinstance(data__fps, bool):
-                if data__fps < 1:
-                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".fps must be bigger than or equal to 1")
-                if data__fps > 60:
-                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".fps must be smaller than or equal to 60")
-        if "includeCaptions" in data_keys:
-            data_keys.remove("includeCaptions")
-            data__includeCaptions = data["includeCaptions"]
-            if not isinstance(data__includeCaptions, (bool)):
-                raise JsonSchemaValueException("" + (name_prefix or "data") + ".includeCaptions must be boolean")
-    return data
-
-def validate_https___schemas_preview_service_dev_preview_job_schema_json__definitions_audio(data, custom_formats={}, name_prefix=None):
-    if not isinstance(data, (dict)):
-        raise JsonSchemaValueException("" + (name_prefix or "data") + " must be object")
-    data_is_dict = isinstance(data, dict)
-    if data_is_dict:
-        data_keys = set(data.keys())
-        if "narration" in data_keys:
-            data_keys.remove("narration")
-            data__narration = data["narration"]
-            validate_https___schemas_preview_service_dev_preview_job_schema_json__definitions_id(data__narration, custom_formats, (name_prefix or "data") + ".narration")
-        if "music" in data_keys:
-            data_keys.remove("music")
-            data__music = data["music"]
-            validate_https___schemas_preview_service_dev_preview_job_schema_json__definitions_id(data__music, custom_formats, (name_prefix or "data") + ".music")
-        if "musicVolume" in data_keys:
-            data_keys.remove("musicVolume")
-            data__musicVolume = data["musicVolume"]
-            if not isinstance(data__musicVolume, (int, float, Decimal)) or isinstance(data__musicVolume, bool):
-                raise JsonSchemaValueException("" + (name_prefix or "data") + ".musicVolume must be number")
-            if isinstance(data__musicVolume, (int, float, Decimal)) and not isinstance(data__musicVolume, bool):
-                if data__musicVolume < 0:
-                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".musicVolume must be bigger than or equal to 0")
-                if data__musicVolume > 1:
-                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".musicVolume must be smaller than or equal to 1")
-        if data_keys:
-            raise JsonSchemaValueException("" + (name_prefix or "data") + " must not contain "+str(data_keys)+" properties")
-    return data
-
-def validate_https___schemas_preview_service_dev_preview_job_schema_json__definitions_asset(data, custom_formats={}, name_prefix=None):
-    if not isinstance(data, (dict)):
-        raise JsonSchemaValueException("" + (name_prefix or "data") + " must be object")
-    data_is_dict = isinstance(data, dict)
-    if data_is_dict:
-        data__missing_keys = set(['id', 'type', 'uri']) - data.keys()
-        if data__missing_keys:
-            raise JsonSchemaValueException("" + (name_prefix or "data") + " must contain ")
-        data_keys = set(data.keys())
-        if "id" in data_keys:
-            data_keys.remove("id")
-            data__id = data["id"]
-            validate_https___schemas_preview_service_dev_preview_job_schema_json__definitions_id(data__id, custom_formats, (name_prefix or "data") + ".id")
-        if "type" in data_keys:
-            data_keys.remove("type")
-            data__type = data["type"]
-            if not isinstance(data__type, (str)):
-                raise JsonSchemaValueException("" + (name_prefix or "data") + ".type must be string")
-            if not (isinstance(data__type, str) and data__type == 'image' or isinstance(data__type, str) and data__type == 'audio'):
-                raise JsonSchemaValueException("" + (name_prefix or "data") + ".type must be one of ['image', 'audio']")
-        if "uri" in data_keys:
-            data_keys.remove("uri")
-            data__uri = data["uri"]
-            if not isinstance(data__uri, (str)):
-                raise JsonSchemaValueException("" + (name_prefix or "data") + ".uri must be string")
-            if isinstance(data__uri, str):
-                data__uri_len = len(data__uri)
-                if data__uri_len < 1:
-                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".uri must be longer than or equal to 1 characters")
-                if data__uri_len > 200000:
-                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".uri must be shorter than or equal to 200000 characters")
-                if not REGEX_PATTERNS['^(data:[A-Za-z0-9.+/-]+(;[A-Za-z0-9=.+_-]+)*(;base64)?,.*|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[^\\s]+|(?!/)(?!.*(^|/)\\.\\.(/|\\Z))(?![A-Za-z][A-Za-z0-9+.-]*:)[A-Za-z0-9._/ -]+)\\Z'].search(data__uri):
-                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".uri must match pattern ^(data:[A-Za-z0-9.+/-]+(;[A-Za-z0-9=.+_-]+)*(;base64)?,.*|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[^\\s]+|(?!/)(?!.*(^|/)\\.\\.(/|\\Z))(?![A-Za-z][A-Za-z0-9+.-]*:)[A-Za-z0-9._/ -]+)\\Z")
-    return data
-
-def validate_https___schemas_preview_service_dev_preview_job_schema_json__definitions_step(data, custom_formats={}, name_prefix=None):
-    if not isinstance(data, (dict)):
-        raise JsonSchemaValueException("" + (name_prefix or "data") + " must be object")
-    data_is_dict = isinstance(data, dict)
-    if data_is_dict:
-        data_keys = set(data.keys())
-        if "title" in data_keys:
-            data_keys.remove("title")
-            data__title = data["title"]
-            if not isinstance(data__title, (str)):
-                raise JsonSchemaValueException("" + (name_prefix or "data") + ".title must be string")
-            if isinstance(data__title, str):
-                data__title_len = len(data__title)
-                if data__title_len > 200:
-                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".title must be shorter than or equal to 200 characters")
-        if "text" in data_keys:
-            data_keys.remove("text")
-            data__text = data["text"]
-            if not isinstance(data__text, (str)):
-                raise JsonSchemaValueException("" + (name_prefix or "data") + ".text must be string")
-            if isinstance(data__text, str):
-                data__text_len = len(data__text)
-                if data__text_len > 1000:
-                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".text must be shorter than or equal to 1000 characters")
-        if "durationSec" in data_keys:
-            data_keys.remove("durationSec")
-            data__durationSec = data["durationSec"]
-            if not isinstance(data__durationSec, (int, float, Decimal)) or isinstance(data__durationSec, bool):
-                raise JsonSchemaValueException("" + (name_prefix or "data") + ".durationSec must be number")
-            if isinstance(data__durationSec, (int, float, Decimal)) and not isinstance(data__durationSec, bool):
-                if data__durationSec < 0.5:
-                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".durationSec must be bigger than or equal to 0.5")
-                if data__durationSec > 30:
-                    raise JsonSchemaValueException("" + (name_prefix or "data") + ".durationSec must be smaller than or equal to 30")
-        if "asset" in data_keys:
-            data_keys.remove("asset")
-            data__asset = data["asset"]
-            validate_https___schemas_preview_service_dev_preview_job_schema_json__definitions_id(data__asset, custom_formats, (name_prefix or "data") + ".asset")
-    return data
-
-def validate_https___schemas_preview_service_dev_preview_job_schema_json__definitions_id(data, custom_formats={}, name_prefix=None):
-    if not isinstance(data, (str)):
-        raise JsonSchemaValueException("" + (name_prefix or "data") + " must be string")
-    if isinstance(data, str):
-        data_len = len(data)
-        if data_len < 1:
-            raise JsonSchemaValueException("" + (name_prefix or "data") + " must be longer than or equal to 1 characters")
-        if data_len > 128:
-            raise JsonSchemaValueException("" + (name_prefix or "data") + " must be shorter than or equal to 128 characters")
-        if not REGEX_PATTERNS['^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\\Z'].search(data):
-            raise JsonSchemaValueException("" + (name_prefix or "data") + " must match pattern ^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}\\Z")
     return data
 
 
