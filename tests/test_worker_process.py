@@ -154,3 +154,49 @@ def test_long_running_worker_serves_prometheus_metrics(env: dict[str, str], work
     text = wait_for(lambda: (t := scrape()) and 'outcome="dryrun"' in t and t, 10, 0.1)
     assert 'preview_worker_job_outcomes_total{outcome="dryrun"} 1.0' in text
     assert "preview_worker_job_duration_seconds_bucket" in text
+
+
+# A worker process built as `python -m functions.render_worker` builds it, watched from a thread
+# of its own: once the worker's start-up has frozen the heap, the numbers, then a stop.
+FREEZE_PROBE = """
+import gc, json, threading, time
+from shared import wiring
+
+worker = wiring.services().worker
+seen = {"before": gc.get_freeze_count()}
+
+def watch():
+    deadline = time.monotonic() + 20  # a worker that never freezes is stopped all the same
+    while not gc.get_freeze_count() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    seen["frozen"], seen["tracked"] = gc.get_freeze_count(), len(gc.get_objects())
+    worker.stop()
+
+threading.Thread(target=watch, daemon=True).start()
+seen["code"] = worker.run_forever()
+
+def full_collection_s():
+    return min(-time.perf_counter() + (gc.collect(), time.perf_counter())[1] for _ in range(5))
+
+seen["after"], seen["tracked_after"] = gc.get_freeze_count(), len(gc.get_objects())
+seen["frozen_s"] = full_collection_s()
+gc.unfreeze()
+seen["unfrozen_s"] = full_collection_s()
+print(json.dumps(seen))
+"""
+
+
+def test_the_worker_freezes_its_start_up_heap(env: dict[str, str]) -> None:
+    import json
+
+    result = subprocess.run([sys.executable, "-c", FREEZE_PROBE], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=60, check=True)
+    seen = json.loads(result.stdout.splitlines()[-1])
+    assert seen["before"] == 0 and seen["code"] == 0
+    # what the imports and the wiring made (some 35,000 objects), out of the collector's sight...
+    assert seen["frozen"] > 10_000, seen
+    assert seen["tracked"] < 1_000, seen
+    # ...and out of a full collection's walk once the worker has run: it stays frozen (but for
+    # the few objects freed since), and what a collection walks is what the run made
+    assert seen["after"] > seen["frozen"] * 0.9 and seen["tracked_after"] < seen["frozen"] // 5, seen
+    assert seen["frozen_s"] < seen["unfrozen_s"], seen
