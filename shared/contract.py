@@ -482,6 +482,29 @@ def _raise_if(errors: list[Problem], message: str | None = None) -> None:
         raise InvalidPayload(message or f"the job payload has {len(errors)} {noun}", errors)
 
 
+def canonical_json(payload: Any) -> str:
+    """The text a payload is stored and hashed as (`shared.queue` admits it)."""
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def validate_for_admission(document: Any, settings: Settings) -> tuple[dict[str, Any], str]:
+    """`validate_payload`, and the payload's `canonical_json` for `JobQueue.admit`: a payload
+    on its way in is serialised once. The lone-surrogate check reads that text (ASCII, or one
+    UTF-8 encodes) instead of walking the payload; the text is made again only when a number
+    was made whole. What does not serialise is left to `validate_payload`, as are its errors."""
+    try:
+        text: str | None = canonical_json(document)
+    except (TypeError, ValueError, RecursionError):  # not JSON, or a cycle
+        text = None
+    if text is None or not (text.isascii() or _encodable(text)):
+        payload = validate_payload(document, settings)
+        return payload, canonical_json(payload)
+    if _make_whole(document, _INTEGER_PATHS):
+        text = canonical_json(document)
+    _raise_if(schema_errors(document) or semantic_errors(document, settings))
+    return document, text
+
+
 def validate_payload(document: Any, settings: Settings) -> dict[str, Any]:
     """Return the payload, as it is to be stored, if valid; otherwise raise `InvalidPayload`
     listing every error. Numbers the contract types as integers are made integers (JSON
@@ -572,7 +595,9 @@ def _integer_paths(node: Mapping[str, Any], path: tuple[str, ...] = ()) -> list[
 _INTEGER_PATHS = _integer_paths(SCHEMA)
 
 
-def _make_whole(document: Any, paths: list[tuple[str, ...]]) -> None:
+def _make_whole(document: Any, paths: list[tuple[str, ...]]) -> bool:
+    """Whether a number was made whole."""
+    changed = False
     for path in paths:
         if "*" not in path:  # one value at most: followed down, no lists built
             node = document
@@ -582,7 +607,7 @@ def _make_whole(document: Any, paths: list[tuple[str, ...]]) -> None:
             if isinstance(node, dict) and last in node:
                 value = node[last]
                 if type(value) is float and value.is_integer():
-                    node[last] = int(value)
+                    node[last], changed = int(value), True
             continue
         nodes = [document]
         for name in path[:-1]:
@@ -597,7 +622,8 @@ def _make_whole(document: Any, paths: list[tuple[str, ...]]) -> None:
             for key in keys:
                 value = node[key]
                 if type(value) is float and value.is_integer():
-                    node[key] = int(value)
+                    node[key], changed = int(value), True
+    return changed
 
 
 # --------------------------------------------------------------------------- the typed request

@@ -25,7 +25,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from shared.contract import DEFAULT_PRIORITY
+from shared.contract import DEFAULT_PRIORITY, canonical_json
 from shared.errors import Conflict, JobNotFound, LeaseLost, PreviewError, QueueFull, RetentionFull, StoreUnavailable
 from shared.keys import (
     HISTORY_MAX,
@@ -67,10 +67,6 @@ def _load_script(name: str) -> str:
 
 
 SCRIPT_SOURCES = {name: _load_script(name) for name in _SCRIPT_NAMES}
-
-
-def canonical_json(payload: dict[str, Any]) -> str:
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def payload_hash(payload: dict[str, Any] | str) -> str:
@@ -205,14 +201,15 @@ class JobQueue:
 
     # -- client side -------------------------------------------------------------------
 
-    def admit(self, payload: dict[str, Any]) -> AdmitResult:
-        """Store and enqueue a validated payload in one atomic step.
+    def admit(self, payload: dict[str, Any], document: str | None = None) -> AdmitResult:
+        """Store and enqueue a validated payload in one atomic step (`document`: its
+        `canonical_json`, when the caller has it already).
 
         Identical replay of a known jobId returns the existing job; a different payload under
         the same jobId raises `Conflict`; a full backlog raises `QueueFull`, and finished jobs
         at their cap (all still within their age) `RetentionFull`."""
         k = self.keys
-        job_id, job_args = self._admit_args(payload)
+        job_id, job_args = self._admit_args(payload, document)
         with redis_errors():
             reply = self._script("admit", keys=[k.job(job_id), *self._admit_keys()],
                                  args=[*job_args, *self._admit_limits()])
@@ -248,10 +245,11 @@ class JobQueue:
         return [s.queue_max, SEQ_SPAN, NOTIFY_MAX, self.keys.job_prefix, s.keep_completed_seconds * 1000,
                 self.caps.completed, s.keep_failed_seconds * 1000, self.caps.failed]
 
-    def _admit_args(self, payload: dict[str, Any]) -> tuple[str, list[Any]]:
+    def _admit_args(self, payload: dict[str, Any], document: str | None = None) -> tuple[str, list[Any]]:
         job_id = payload["jobId"]
         priority = payload.get("priority", DEFAULT_PRIORITY)
-        document = canonical_json(payload)
+        if document is None:
+            document = canonical_json(payload)
         return job_id, [job_id, payload_hash(document), document, PRIORITY_RANK[priority], priority,
                         payload.get("attempts") or self.settings.job_attempts, payload["projectId"]]
 

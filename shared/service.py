@@ -52,8 +52,8 @@ class Kick(Protocol):
 def enqueue(document: Any, *, settings: Settings, queue: JobQueue, kick: Kick) -> AdmitResult:
     """Validate and admit a job (`created` is False for an identical replay); a new job
     nudges the worker."""
-    payload = contract.validate_payload(document, settings)
-    result = queue.admit(payload)
+    payload, text = contract.validate_for_admission(document, settings)  # serialised once
+    result = queue.admit(payload, text)
     info_line("job admitted" if result.created else "job replayed",
               {"jobId": result.jobId, "projectId": payload["projectId"], "state": result.state})
     if result.created:

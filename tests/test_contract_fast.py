@@ -106,3 +106,48 @@ def test_every_string_of_the_fixtures_replaced_by_tricky_ones_agrees() -> None:
                 _agrees(_set(copy.deepcopy(seed), path, text, None))
                 checked += 1
     assert checked > 100
+
+
+def _admission_agrees(document: Any, *, acyclic: bool = True) -> None:
+    """`validate_for_admission` answers as `validate_payload` does, with the text admission
+    would make of the payload."""
+    from shared.errors import InvalidPayload
+    from shared.settings import Settings
+
+    settings = Settings()
+    alone, together = copy.deepcopy(document), copy.deepcopy(document)
+    try:
+        expected: Any = contract.validate_payload(alone, settings)
+        expected = (expected, contract.canonical_json(expected))
+    except (InvalidPayload, TypeError, ValueError) as exc:
+        expected = (type(exc), getattr(exc, "errors", None))
+    try:
+        answer: Any = contract.validate_for_admission(together, settings)
+    except (InvalidPayload, TypeError, ValueError) as exc:
+        answer = (type(exc), getattr(exc, "errors", None))
+    assert answer == expected
+    assert not acyclic or alone == together  # the same numbers made whole, in place
+
+
+ADMISSION_VALUES = [3.0, 30.0, 2.5, "\ud800", "caf\u00e9", {"\udfff": 1}, {1, 2}, ("a", 1), None]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.sampled_from(range(16)), where=st.integers(0, 10_000),
+       value=values | st.sampled_from(ADMISSION_VALUES),
+       key=st.none() | st.sampled_from(["attempts", "fps", "title", "metadata", "durationSec", "extra"]))
+def test_admission_serialises_once_and_answers_as_validation(seed: int, where: int, value: Any,
+                                                             key: str | None) -> None:
+    document = copy.deepcopy(SEEDS[seed % len(SEEDS)])
+    paths = _paths(document)
+    _admission_agrees(_set(document, paths[where % len(paths)], value, key))
+
+
+def test_admission_of_the_fixtures_and_of_numbers_made_whole() -> None:
+    for document in SEEDS:
+        _admission_agrees(document)
+        _admission_agrees({**document, "attempts": 3.0})  # stored as 3: the text is made again
+    looped: dict[str, Any] = {}
+    looped["self"] = looped
+    _admission_agrees({**SEEDS[0], "previewRequest": {**SEEDS[0]["previewRequest"], "metadata": looped}},
+                      acyclic=False)

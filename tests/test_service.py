@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from shared import service
+from shared.contract import canonical_json
 from shared.errors import InvalidPayload, JobNotCompleted, JobNotFound, StoreUnavailable
 from shared.models import AdmitResult, JobStatus, QueueCounts
 from shared.settings import Settings
@@ -28,7 +29,8 @@ class FakeQueue:
         self.state = state
         self.down = down
 
-    def admit(self, payload: dict[str, Any]) -> AdmitResult:
+    def admit(self, payload: dict[str, Any], document: str | None = None) -> AdmitResult:
+        assert document is None or document == canonical_json(payload)  # what JobQueue.admit would store
         created = payload["jobId"] not in {p["jobId"] for p in self.admitted}
         self.admitted.append(payload)
         return AdmitResult(jobId=payload["jobId"], created=created, state="waiting")
