@@ -271,15 +271,18 @@ def info_line(message: str, fields: dict[str, Any], **more: Any) -> None:
             environ = os.environ
             if plan.trace and (type(environ) is not _ENVIRON_TYPE or _TRACE_ENV_KEY in environ._data):  # type: ignore[attr-defined]
                 trace = environ.get(_TRACE_ENV)
-            if current or more or trace or type(fields) is not dict or None in fields.values():
-                # A key of the format, taken by a field or a context key: the general build
+            # A key of the format, taken by a field or a context key: the general build
+            if current or trace or type(fields) is not dict:
                 if taken.isdisjoint(current) and taken.isdisjoint(fields) and taken.isdisjoint(more):
                     body = {**current, **fields, **more}
                     if trace:  # Powertools' reading of the variable
                         body[_TRACE_KEY] = trace.split(";")[0].replace("Root=", "")
-                    body = {k: v for k, v in body.items() if v is not None}
-            elif taken.isdisjoint(fields):
-                body = fields
+            elif not more:
+                body = fields if taken.isdisjoint(fields) else None
+            elif taken.isdisjoint(fields) and taken.isdisjoint(more):
+                body = {**fields, **more}
+            if body is not None and None in body.values():  # None is left out, as Powertools does
+                body = {k: v for k, v in body.items() if v is not None}
         if body is not None:
             head, tail = site  # type: ignore[misc]
             rest = "}"
