@@ -79,7 +79,8 @@ class _Plan:
         self.serializer = formatter.json_serializer
         self.serialize: Callable[[dict[str, Any]], str] = _serializer(formatter)
         log_format = formatter.log_format
-        # What `holds` compares: the keys in order and the very values (kept alive by `static`)
+        # What info_line compares to know the format unchanged: the keys in order and the very
+        # values (kept alive by `static`)
         self.keys = tuple(log_format)
         self.ids = tuple(map(id, log_format.values()))
         self.static: dict[str, Any] = dict(log_format)
@@ -238,7 +239,8 @@ def info_line(message: str, fields: dict[str, Any], **more: Any) -> None:
     std = _std_logger
     if not std.isEnabledFor(logging.INFO):
         return
-    handler = logger.registered_handler
+    # What `registered_handler` answers first (a property and a method call fewer)
+    handler = getattr(logger, "logger_handler", None) or logger.registered_handler
     formatter = handler.formatter if handler is not None else None
     if (type(formatter) is not LambdaPowertoolsFormatter or type(handler) is not logging.StreamHandler
             or handler.filters or std.filters or handler.level > logging.INFO or handler.lock is None):

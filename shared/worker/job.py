@@ -92,7 +92,8 @@ class JobRunner:
         seconds = time.monotonic() - started
         if outcome.counted:
             record_job(outcome, seconds)
-        info_line("job finished", log, outcome=outcome, seconds=round(seconds, 3))
+        log["outcome"], log["seconds"] = outcome, round(seconds, 3)  # one dict: no merge in the line
+        info_line("job finished", log)
         return outcome
 
     def _run(self, job: ClaimedJob, workdir: Path, lease: Lease, then: NextClaim | None,
