@@ -273,7 +273,8 @@ def info_line(message: str, fields: dict[str, Any], **more: Any) -> None:
             environ = os.environ
             if plan.trace and (type(environ) is not _ENVIRON_TYPE or _TRACE_ENV_KEY in environ._data):  # type: ignore[attr-defined]
                 trace = environ.get(_TRACE_ENV)
-            # A key of the format, taken by a field or a context key: the general build
+            # The body stays None (the general build) when a field or a context key takes a
+            # key of the format
             if current or trace or type(fields) is not dict:
                 if taken.isdisjoint(current) and taken.isdisjoint(fields) and taken.isdisjoint(more):
                     body = {**current, **fields, **more}
