@@ -220,7 +220,21 @@ class ScriptRunner:
     an open one turns out dropped (never after a timeout: see `_evalsha`), a script reloaded
     once when the server lost it. A connection belongs to one thread; it closes when that thread ends, when the
     runner is closed or collected, and is never reused across a fork.
+
+    Replication is asynchronous, so a server with replicas and automatic failover (ElastiCache
+    with cluster mode disabled and Multi-AZ) can fail over to a replica that never got the
+    last writes. A `replicated` call (the writes a client is told succeeded) on a server that
+    has a replica sends `WAIT 1 REPLICA_WAIT_MS` in the same write as the script, and a write no
+    replica confirmed in time is a `StoreUnavailable` (503) instead of an acknowledgement. How
+    many replicas the server has is asked (INFO replication, in the same write as a script) at
+    most every REPLICA_CHECK_S, and again after a write went unconfirmed.
     """
+
+    # How long a `replicated` write waits for a replica to confirm it: replication takes well
+    # under a millisecond in one region, so only a replica that is gone or stalled makes the
+    # caller wait this long, and then it gets a 503.
+    REPLICA_WAIT_MS = 500
+    REPLICA_CHECK_S = 5.0
 
     def __new__(cls, client: RedisClient, retries: int = 1) -> ScriptRunner:
         if cls is ScriptRunner and isinstance(client, RedisCluster):
@@ -236,6 +250,8 @@ class ScriptRunner:
         self._local = threading.local()
         self._open: weakref.WeakSet[AbstractConnection] = weakref.WeakSet()
         self._lock = threading.Lock()
+        self._replicas = 0  # as the server last said; asked again from `_replicas_due` on
+        self._replicas_due = 0.0
 
     def _connection(self) -> AbstractConnection:
         held: _ThreadConnection | None = getattr(self._local, "held", None)
@@ -251,9 +267,9 @@ class ScriptRunner:
         acknowledged (see `ClusterScriptRunner`); one server has none to wait for."""
         conn = self._connection()
         try:
-            return self._evalsha(conn, script, keys, args)
-        except redis.ResponseError:
-            raise  # an error reply was read whole: the connection is still in step
+            return self._evalsha(conn, script, keys, args, replicated)
+        except (redis.ResponseError, StoreUnavailable):
+            raise  # an error reply was read whole, or a write unconfirmed: the connection is in step
         except BaseException:
             # Anything else (a dropped connection, a timeout, KeyboardInterrupt between send
             # and read) may leave a reply unread, which the next call would take for its own.
@@ -268,11 +284,17 @@ class ScriptRunner:
             return [_hiredis_pack(args)]
         return conn.pack_command(*args)
 
-    def _evalsha(self, conn: AbstractConnection, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+    def _evalsha(self, conn: AbstractConnection, script: Script, keys: Sequence[Any], args: Sequence[Any],
+                 replicated: bool = False) -> Any:
         packed = self._pack(conn, "EVALSHA", script.sha, len(keys), *keys, *args)
         retries = self._retries
         reloaded = False
         while True:
+            # A replicated call asks how many replicas there are when that is due (the answer
+            # first, so the script's own WAIT, if one is needed, is a second round trip), or
+            # waits for one as the last answer said.
+            ask = replicated and time.monotonic() >= self._replicas_due
+            wait = replicated and not ask and self._replicas > 0
             # Only a connection that was open before this call is retried: the server may have
             # closed it while idle (timeout, restart, failover), and then it never saw the
             # command. A failed connect is not retried here (the connection's own policy already
@@ -280,8 +302,32 @@ class ScriptRunner:
             # (claim would lease a second job, complete would report a lost lease).
             was_open = conn.is_connected
             try:
-                conn.send_packed_command(packed, check_health=False)
-                return conn.read_response()
+                if ask:
+                    conn.send_packed_command(self._pack(conn, "INFO", "replication") + packed, check_health=False)
+                    try:
+                        info = conn.read_response()
+                    except redis.ResponseError:  # a server that will not say (INFO renamed away)
+                        info = ""
+                    self._note_replicas(info)
+                elif wait:
+                    conn.send_packed_command(packed + self._pack(conn, "WAIT", 1, self.REPLICA_WAIT_MS),
+                                             check_health=False)
+                else:
+                    conn.send_packed_command(packed, check_health=False)
+                    return conn.read_response()
+                try:
+                    reply = conn.read_response()
+                except redis.ResponseError:
+                    if wait:
+                        conn.read_response()  # WAIT's own answer, so the connection stays in step
+                    raise
+                if ask and self._replicas > 0:
+                    conn.send_command("WAIT", 1, self.REPLICA_WAIT_MS, check_health=False)
+                    wait = True
+                if wait and int(conn.read_response()) < 1:
+                    self._replicas_due = 0.0  # a replica may be gone: ask again next time
+                    raise StoreUnavailable("Redis did not confirm the write on a replica in time; try again shortly")
+                return reply
             except NoScriptError:
                 if reloaded:
                     raise
@@ -294,6 +340,13 @@ class ScriptRunner:
                     raise
                 retries -= 1
                 conn.disconnect()
+
+    def _note_replicas(self, info: Any) -> None:
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        count = next((line.partition(":")[2] for line in text.splitlines() if line.startswith("connected_slaves:")),
+                     "0")
+        self._replicas = int(count.strip() or 0)
+        self._replicas_due = time.monotonic() + self.REPLICA_CHECK_S
 
     def close(self) -> None:
         """Close every connection this runner opened (a thread still using one reconnects)."""
@@ -340,10 +393,6 @@ class ClusterScriptRunner(ScriptRunner):
 
     REDIRECTS = 5
     TRYAGAIN_PAUSE_S = 0.05
-    # How long a `replicated` write waits for a replica to confirm it (WAIT 1 <ms>): replication
-    # takes well under a millisecond in one region, so only a replica that is gone or stalled
-    # makes the caller wait this long, and then it gets a 503.
-    REPLICA_WAIT_MS = 500
     REFRESH_INTERVAL_S = 0.5  # at most one slot-map refresh this often after an unconfirmed write
 
     def __init__(self, client: RedisClient, retries: int = 1) -> None:
