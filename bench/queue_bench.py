@@ -1,5 +1,5 @@
 """Queue benchmark: this project's queue and worker against bullmq (Python) in one run, on the
-same private Redis, measured as users run them.
+same private Redis, measured as users run them; SAQ in the same rounds, for information.
 
     python -m bench.queue_bench               full run (a few minutes on 2 cores)
     python -m bench.queue_bench --quick       tiny sizes: check that it runs
@@ -8,13 +8,18 @@ same private Redis, measured as users run them.
 How the figures are taken:
 - nothing is pinned: redis-server, the bench and the worker processes share the CPUs as the
   scheduler places them, as on a machine that runs them side by side;
-- each measurement runs in rounds, ours and bullmq's alternating within a round on a flushed
-  database; a figure is the median of its rounds, printed with the rounds' min-max;
+- each measurement runs in rounds, ours, bullmq's and SAQ's alternating within a round on a
+  flushed database; a figure is the median of its rounds, printed with the rounds' min-max;
+- the targets hold ours against bullmq; SAQ's column and the ours/SAQ ratio have no target.
+  SAQ is left out of bulk enqueue (it has no batch API: `Queue.map` enqueues one job at a time
+  and waits for the results), of the INFO-logging and service rows (ours only);
 - workers are processes of their own (`python -m bench.queue_worker`): ours is built as
   `python -m functions.render_worker` builds it, with the service's default logging (INFO, one
-  JSON line per job to stdout); bullmq's is its `Worker` with an async no-op processor. Both
-  get the same pre-filled no-op jobs, the same concurrency and the same completed cap, and
-  are timed in steady state (from a tenth of the jobs done to nine tenths);
+  JSON line per job to stdout); bullmq's is its `Worker` with an async no-op processor, SAQ's
+  its `Worker` with an async no-op function (its defaults otherwise). All get the same
+  pre-filled no-op jobs, the same concurrency and the same completed cap (SAQ: the same age,
+  it has no count cap), and are timed in steady state (from a tenth of the jobs done to nine
+  tenths);
 - pickup latency: an idle worker process, one job admitted every 2 ms (then every 10 ms);
   the time from the admission call returning to the job's processor starting, on the
   machine's monotonic clock. The figure is the median over rounds of each round's p99;
@@ -43,7 +48,7 @@ import redis
 
 from bench import harness
 from bench.queue_diagnose import diagnose
-from bench.queue_fixtures import FULL, QUICK, QueueBench, Sizes, bullmq_version
+from bench.queue_fixtures import FULL, QUICK, QueueBench, Sizes, bullmq_version, saq_version
 from bench.queue_measures import (
     bullmq_add,
     bullmq_add_bulk,
@@ -51,6 +56,7 @@ from bench.queue_measures import (
     ours_admit_many,
     ours_enqueue,
     pickup_round,
+    saq_add,
     worker_rate,
 )
 
@@ -65,7 +71,7 @@ NODE_BULLMQ_WORKER = 13_616.0
 # The multi-process row: PREVIEW_WORKER_PROCESSES, the concurrency shared out among them.
 WORKER_PROCESSES = 2
 
-__all__ = ["QUICK", "Row", "Sizes", "bullmq_version", "format_table", "main", "run"]
+__all__ = ["QUICK", "Row", "Sizes", "bullmq_version", "format_table", "main", "run", "saq_version"]
 
 
 @dataclass
@@ -81,13 +87,23 @@ class Row:
     note: str = ""
     # Held to the target instead of ours/baseline: a figure of its own (a p99, a cost).
     own_figure: bool = False
+    # SAQ's figures in the same rounds, for information (no target).
+    saq: list[float] | None = None
 
     @property
     def ratio(self) -> float | None:
-        """How many times better ours is: more jobs/s, or fewer ms."""
-        if not self.baseline or self.unit == "%":
+        """How many times better ours is than bullmq: more jobs/s, or fewer ms."""
+        return self._times_better(self.baseline)
+
+    @property
+    def saq_ratio(self) -> float | None:
+        """How many times better ours is than SAQ."""
+        return self._times_better(self.saq)
+
+    def _times_better(self, other: list[float] | None) -> float | None:
+        if not other or self.unit == "%":
             return None
-        ours, base = statistics.median(self.ours), statistics.median(self.baseline)
+        ours, base = statistics.median(self.ours), statistics.median(other)
         if ours <= 0 or base <= 0:
             return None
         return ours / base if self.unit in ("jobs/s", "x") else base / ours
@@ -118,10 +134,11 @@ def _cell(values: list[float], unit: str) -> str:
     return f"{statistics.median(values):.2f}x ({min(values):.2f}-{max(values):.2f})"
 
 
-def run(url: str, data_dir: Path, sizes: Sizes = FULL, *, with_bullmq: bool = True,
+def run(url: str, data_dir: Path, sizes: Sizes = FULL, *, with_bullmq: bool = True, with_saq: bool = True,
         log: Callable[[str], None] = harness.progress) -> list[Row]:
     """Every measurement against the (private) Redis at `url`, flushed between measurements."""
     with_bullmq = with_bullmq and bullmq_version() is not None
+    with_saq = with_saq and saq_version() is not None
     bench = QueueBench(url, data_dir)
     c, w, rounds = sizes.concurrency, sizes.warmup_jobs, sizes.rounds
     rows: list[Row] = []
@@ -130,22 +147,30 @@ def run(url: str, data_dir: Path, sizes: Sizes = FULL, *, with_bullmq: bool = Tr
     def bq(contenders: dict[str, Callable[[], float]]) -> dict[str, Callable[[], float]]:
         return contenders if with_bullmq else {}
 
+    def sq(contenders: dict[str, Callable[[], float]]) -> dict[str, Callable[[], float]]:
+        return contenders if with_saq else {}
+
     try:
         step(f"enqueue, one caller, {rounds} rounds")
         r = bench.rounds(rounds, {
             "ours": lambda: ours_admit(bench, sizes.admit_jobs, w),
             **bq({"bullmq": lambda: bullmq_add(url, sizes.admit_jobs, w)}),
+            **sq({"saq": lambda: saq_add(url, sizes.admit_jobs, w)}),
         })
-        rows.append(Row("enqueue one at a time", r["ours"], "jobs/s", r.get("bullmq"), "Queue.add", RATIO_TARGET))
+        rows.append(Row("enqueue one at a time", r["ours"], "jobs/s", r.get("bullmq"), "Queue.add", RATIO_TARGET,
+                        saq=r.get("saq")))
 
         step(f"enqueue, {c} concurrent callers")
         r = bench.rounds(rounds, {
             "ours": lambda: ours_admit(bench, sizes.admit_jobs, w, c),
             **bq({"bullmq": lambda: max(bullmq_add(url, sizes.admit_jobs, w, c, pooled=False),
                                         bullmq_add(url, sizes.admit_jobs, w, c, pooled=True))}),
+            **sq({"saq": lambda: saq_add(url, sizes.admit_jobs, w, c)}),
         })
         rows.append(Row(f"enqueue, {c} callers", r["ours"], "jobs/s", r.get("bullmq"), f"Queue.add, {c} tasks",
-                        RATIO_TARGET, note="bullmq: the faster of one connection and a pooled client"))
+                        RATIO_TARGET, saq=r.get("saq"),
+                        note=f"bullmq: the faster of one connection and a pooled client; SAQ: Queue.enqueue on "
+                             f"{c} tasks (its client is a pool)"))
 
         step("bulk enqueue")
         r = bench.rounds(rounds, {
@@ -153,7 +178,10 @@ def run(url: str, data_dir: Path, sizes: Sizes = FULL, *, with_bullmq: bool = Tr
             **bq({"bullmq": lambda: bullmq_add_bulk(url, sizes.bulk_jobs, w)}),
         })
         rows.append(Row(f"bulk enqueue, {sizes.bulk_jobs:,} in one call", r["ours"], "jobs/s", r.get("bullmq"),
-                        "Queue.addBulk", BULK_TARGET, note="ours: JobQueue.admit_many, each job answered as alone"))
+                        "Queue.addBulk", BULK_TARGET,
+                        note="ours: JobQueue.admit_many, each job answered as alone"
+                             + ("; SAQ left out: no batch API (Queue.map enqueues one job at a time and waits for "
+                                "the results)" if with_saq else "")))
 
         step("admission through the service against the bare queue")
         r = bench.rounds(rounds, {
@@ -170,16 +198,20 @@ def run(url: str, data_dir: Path, sizes: Sizes = FULL, *, with_bullmq: bool = Tr
         r = bench.rounds(rounds, {
             "ours": lambda: worker_rate(bench, "ours", sizes.worker_jobs, c),
             **bq({"bullmq": lambda: worker_rate(bench, "bullmq", sizes.worker_jobs, c)}),
+            **sq({"saq": lambda: worker_rate(bench, "saq", sizes.worker_jobs, c)}),
             "ours-quiet": lambda: worker_rate(bench, "ours", sizes.worker_jobs, c, log_level="WARNING"),
             "ours-processes": lambda: worker_rate(bench, "ours", sizes.worker_jobs, per_process,
                                                   processes=WORKER_PROCESSES),
         })
         rows.append(Row(f"worker, no-op job, concurrency {c}", r["ours"], "jobs/s", r.get("bullmq"), f"Worker, c={c}",
-                        WORKER_TARGET, note="ours at the default LOG_LEVEL=INFO (a JSON line per job to stdout)"))
+                        WORKER_TARGET, saq=r.get("saq"),
+                        note="ours at the default LOG_LEVEL=INFO (a JSON line per job to stdout); SAQ: its Worker "
+                             "with its defaults (10 s job timeout; 6 round trips a job: BLMOVE, GET, SET and PUBLISH "
+                             "to mark it active, the finishing MULTI and its PUBLISH)"))
         rows.append(Row(f"worker, {WORKER_PROCESSES} processes x concurrency {per_process}", r["ours-processes"],
-                        "jobs/s", r.get("bullmq"), f"Worker, c={c}", WORKER_TARGET,
+                        "jobs/s", r.get("bullmq"), f"Worker, c={c}", WORKER_TARGET, saq=r.get("saq"),
                         note=f"PREVIEW_WORKER_PROCESSES={WORKER_PROCESSES}, PREVIEW_WORKER_CONCURRENCY={per_process}: "
-                             f"the same {c} job loops in all, against the same bullmq rounds"))
+                             f"the same {c} job loops in all, against the same bullmq and SAQ rounds"))
         node = statistics.median(r["ours"]) / NODE_BULLMQ_WORKER
         rows.append(Row("worker: gap to Node BullMQ", [node], "x",
                         note=f"ours / {NODE_BULLMQ_WORKER:,.0f} jobs/s, BullMQ on Node as the issue measured it "
@@ -194,7 +226,7 @@ def run(url: str, data_dir: Path, sizes: Sizes = FULL, *, with_bullmq: bool = Tr
 
         step(f"pickup latency, {sizes.latency_rounds} rounds")
         gaps = sizes.latency_gaps_s
-        sides = ["ours", *(["bullmq"] if with_bullmq else [])]
+        sides = ["ours", *(["bullmq"] if with_bullmq else []), *(["saq"] if with_saq else [])]
         pickups: dict[str, list[dict[float, list[float]]]] = {side: [] for side in sides}
         for _ in range(sizes.latency_rounds):
             for side in sides:
@@ -210,24 +242,34 @@ def run(url: str, data_dir: Path, sizes: Sizes = FULL, *, with_bullmq: bool = Tr
 
             base50 = per_round("bullmq", 50) if with_bullmq else None
             base99 = per_round("bullmq", 99) if with_bullmq else None
+            saq50 = per_round("saq", 50) if with_saq else None
+            saq99 = per_round("saq", 99) if with_saq else None
             worst = max(max(one[gap]) for one in pickups["ours"])
-            rows.append(Row(f"pickup p50, {spacing}", per_round("ours", 50), "ms", base50, "Worker"))
+            rows.append(Row(f"pickup p50, {spacing}", per_round("ours", 50), "ms", base50, "Worker", saq=saq50))
             rows.append(Row(f"pickup p99, {spacing}", per_round("ours", 99), "ms", base99, "Worker", P99_TARGET,
-                            own_figure=True, note=f"{sizes.latency_samples} samples a round, slowest {worst:.2f} ms"))
+                            own_figure=True, saq=saq99,
+                            note=f"{sizes.latency_samples} samples a round, slowest {worst:.2f} ms"))
     finally:
         bench.close()
     return rows
 
 
 def format_table(rows: list[Row]) -> str:
+    """The targets' columns, then SAQ's (for information) when a row has SAQ figures."""
+    with_saq = any(row.saq for row in rows)
     lines: list[tuple[str, ...]] = []
     for row in rows:
         base = f"{_cell(row.baseline, row.unit)}  bullmq {row.baseline_name}" if row.baseline else "-"
         ratio = f"{row.ratio:.2f}x" if row.ratio is not None else "-"
-        lines.append((row.name, _cell(row.ours, row.unit), base, ratio, str(row.target or "-"),
-                      harness.verdict(row.passed)))
-    table = harness.grid(("measurement (median of rounds, min-max)", "this project", "baseline", "ratio", "target",
-                          "result"), lines)
+        line = (row.name, _cell(row.ours, row.unit), base, ratio, str(row.target or "-"), harness.verdict(row.passed))
+        if with_saq:
+            saq_ratio = f"{row.saq_ratio:.2f}x" if row.saq_ratio is not None else "-"
+            line += (_cell(row.saq, row.unit) if row.saq else "-", saq_ratio)
+        lines.append(line)
+    header = ("measurement (median of rounds, min-max)", "this project", "baseline", "ratio", "target", "result")
+    if with_saq:
+        header += ("SAQ (for information)", "ours/SAQ")
+    table = harness.grid(header, lines)
     notes = [f"  {row.name}: {row.note}" for row in rows if row.note]
     return table + ("\nnotes:\n" + "\n".join(notes) if notes else "")
 
@@ -243,19 +285,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = harness.argument_parser("bench.queue_bench", __doc__,
                                      quick_help="tiny sizes, one round: check that it runs")
     parser.add_argument("--no-bullmq", action="store_true", help="skip the bullmq baselines")
+    parser.add_argument("--no-saq", action="store_true", help="skip the SAQ figures")
     parser.add_argument("--diagnose", action="store_true", help="also break down the Worker's per-job cost")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     with harness.reports_duration("queue bench"):
         with harness.private_redis("queue-bench-") as lab:
-            bq = bullmq_version()
+            bq, sq = bullmq_version(), saq_version()
             print(f"queue bench: redis-server {harness.redis_version(lab.url)} (private, 127.0.0.1:{lab.port}), "
                   f"Python {platform.python_version()}, redis-py {redis.__version__} ({_parser()} parser), "
-                  f"bullmq {bq or 'not installed: no baselines'}; {harness.cpu_count()} CPUs, not pinned; "
+                  f"bullmq {bq or 'not installed: no baselines'}, SAQ {sq or 'not installed'}; "
+                  f"{harness.cpu_count()} CPUs, not pinned; "
                   f"medians of {sizes.rounds} interleaved rounds ({sizes.latency_rounds} for latency)", flush=True)
             print(f"load average before start: {harness.load_average():.2f} "
                   "(other processes on these CPUs add noise)", flush=True)
-            rows = run(lab.url, lab.data_dir, sizes, with_bullmq=not args.no_bullmq)
+            rows = run(lab.url, lab.data_dir, sizes, with_bullmq=not args.no_bullmq, with_saq=not args.no_saq)
             report = diagnose(lab.url, lab.data_dir, sizes) if args.diagnose else ""
         print(f"\nload average after: {harness.load_average():.2f}")
         print(format_table(rows))

@@ -178,3 +178,12 @@ def bullmq_version() -> str | None:
     except ImportError:
         return None
     return str(getattr(bullmq, "__version__", "?"))
+
+
+def saq_version() -> str | None:
+    """The installed SAQ's version, or None: without it there are no SAQ figures."""
+    try:
+        import saq
+    except ImportError:
+        return None
+    return str(getattr(saq, "__version__", "?"))

@@ -1,4 +1,4 @@
-"""The queue bench's measurements, ours and bullmq's side by side: enqueue, claim+complete,
+"""The queue bench's measurements, ours, bullmq's and SAQ's side by side: enqueue, claim+complete,
 the worker loop, and an idle worker's pickup latency. Each returns its figure; the rounds,
 targets and table are queue_bench's."""
 
@@ -83,6 +83,45 @@ async def _bullmq_add(url: str, name: str, n: int, warmup: int, tasks: int, pool
 
 def bullmq_add(url: str, n: int, warmup: int, tasks: int = 1, pooled: bool = False) -> float:
     return asyncio.run(_bullmq_add(url, f"bq-add-{tasks}-{int(pooled)}", n, warmup, tasks, pooled))
+
+
+def _saq_queue(url: str, name: str) -> Any:
+    from saq import Queue
+
+    return Queue.from_url(url, name=name)
+
+
+async def _saq_enqueue(queue: Any, i: int, tag: str, job_id: str | None = None) -> None:
+    """One SAQ job: the payload as the function's keyword arguments, its jobId as the job's key
+    (as bullmq's jobId: a second admission of the same key is refused), kept after completion
+    as long as the other sides keep theirs (SAQ has no count cap)."""
+    payload = job_payload(i, tag)
+    if job_id is not None:
+        payload["jobId"] = job_id
+    await queue.enqueue("preview", key=payload["jobId"], ttl=KEEP_COMPLETED_SECONDS, **payload)
+
+
+async def _saq_add(url: str, name: str, n: int, warmup: int, tasks: int) -> float:
+    queue = _saq_queue(url, name)
+    await queue.connect()
+    try:
+
+        async def add_range(part: range, tag: str) -> None:
+            for i in part:
+                await _saq_enqueue(queue, i, tag)
+
+        await asyncio.gather(*(add_range(part, "w") for part in harness.slices(warmup, tasks)))
+        start = time.perf_counter()
+        await asyncio.gather(*(add_range(part, "b") for part in harness.slices(n, tasks)))
+        return n / (time.perf_counter() - start)
+    finally:
+        await queue.disconnect()
+
+
+def saq_add(url: str, n: int, warmup: int, tasks: int = 1) -> float:
+    """jobs/s of SAQ's `Queue.enqueue`, on `tasks` asyncio tasks (its client is a pool: concurrent
+    enqueues overlap, up to its own limit of 20 operations at once)."""
+    return asyncio.run(_saq_add(url, f"saq-add-{tasks}", n, warmup, tasks))
 
 
 # -- 2. claim + complete --------------------------------------------------------------------
@@ -291,8 +330,12 @@ class WorkerProcess:
             self.process.stderr.close()
 
 
-def _completed_key(side: str, name: str) -> str:
-    return f"pq:{{{name}}}:completed" if side == "ours" else f"bull:{name}:completed"
+def _done(client: redis.Redis, side: str, name: str, n: int) -> int:
+    """Jobs finished so far of the n filled: ours and bullmq's completed sets; SAQ keeps none, and
+    takes a finished job out of its incomplete set (queued and active jobs)."""
+    if side == "saq":
+        return n - int(client.zcard(f"saq:{name}:incomplete"))
+    return int(client.zcard(f"pq:{{{name}}}:completed" if side == "ours" else f"bull:{name}:completed"))
 
 
 def _fill(side: str, bench: QueueBench, name: str, n: int, tag: str) -> None:
@@ -302,8 +345,26 @@ def _fill(side: str, bench: QueueBench, name: str, n: int, tag: str) -> None:
         for first in range(0, n, 1000):
             queue.admit_many([job_payload(i, tag) for i in range(first, min(n, first + 1000))])
         queue.close()
+    elif side == "saq":
+        asyncio.run(_saq_fill(bench.url, name, n, tag))
     else:
         asyncio.run(_bullmq_fill(bench.url, name, n, tag))
+
+
+async def _saq_fill(url: str, name: str, n: int, tag: str) -> None:
+    """SAQ has no bulk enqueue: `Queue.enqueue` on 20 tasks (its client's limit of concurrent
+    operations)."""
+    queue = _saq_queue(url, name)
+    await queue.connect()
+    try:
+
+        async def add_range(part: range) -> None:
+            for i in part:
+                await _saq_enqueue(queue, i, tag)
+
+        await asyncio.gather(*(add_range(part) for part in harness.slices(n, 20)))
+    finally:
+        await queue.disconnect()
 
 
 async def _bullmq_fill(url: str, name: str, n: int, tag: str) -> None:
@@ -320,13 +381,12 @@ async def _bullmq_fill(url: str, name: str, n: int, tag: str) -> None:
 
 def worker_rate(bench: QueueBench, side: str, n: int, concurrency: int, log_level: str = "INFO",
                 processes: int = 1) -> float:
-    """jobs/s of a worker process (ours or bullmq's) over n pre-filled no-op jobs, in steady
+    """jobs/s of a worker process (ours, bullmq's or SAQ's) over n pre-filled no-op jobs, in steady
     state: from the moment a tenth of them are done to the moment nine tenths are (so neither
     its start-up nor the last jobs' tail is counted). The completed set is read every 2 ms.
     `processes` (ours): PREVIEW_WORKER_PROCESSES, each process with `concurrency` job loops."""
     name = f"bench-{side}-worker-{time.monotonic_ns()}"
     _fill(side, bench, name, n, "b")
-    key = _completed_key(side, name)
     low, high = n // 10, n - n // 10
     env = {**worker_env(bench.url, name, bench.data_dir, concurrency, log_level),
            "PREVIEW_WORKER_PROCESSES": str(processes)}
@@ -334,7 +394,7 @@ def worker_rate(bench: QueueBench, side: str, n: int, concurrency: int, log_leve
         deadline = time.monotonic() + max(60.0, n / 50)
         start = None
         while True:
-            done = int(client.zcard(key))
+            done = _done(client, side, name, n)
             now = time.perf_counter()
             if start is None and done >= low:
                 start, start_done = now, done
@@ -349,7 +409,7 @@ def worker_rate(bench: QueueBench, side: str, n: int, concurrency: int, log_leve
 def pickup_round(bench: QueueBench, side: str, samples: int, warmup: int, gaps: tuple[float, ...],
                  concurrency: int) -> dict[float, list[float]]:
     """An idle worker process: ms from an admission returning (`JobQueue.admit`, bullmq's
-    `Queue.add`) to the job's processor being called in the worker, for each spacing."""
+    `Queue.add`, SAQ's `Queue.enqueue`) to the job's processor being called in the worker, for each spacing."""
     name = f"bench-{side}-pickup-{time.monotonic_ns()}"
     record = bench.data_dir / f"{name}.pickups"
     bench.data_dir.mkdir(parents=True, exist_ok=True)
@@ -369,6 +429,8 @@ def pickup_round(bench: QueueBench, side: str, samples: int, warmup: int, gaps: 
                 queue.admit({**job_payload(i), "jobId": job_id})
                 admitted[job_id] = time.perf_counter()
             queue.close()
+        elif side == "saq":
+            admitted, picked = asyncio.run(_saq_pickups(bench.url, name, plan, record, worker))
         else:
             admitted, picked = asyncio.run(_bullmq_pickups(bench.url, name, plan, record, worker))
         picked = _wait_lines(record, len(plan) + 1, worker, timeout_s=30)
@@ -397,6 +459,24 @@ async def _bullmq_pickups(url: str, name: str, plan: list[tuple[str, float]], re
             admitted[job_id] = time.perf_counter()
     finally:
         await queue.close()
+    return admitted, picked
+
+
+async def _saq_pickups(url: str, name: str, plan: list[tuple[str, float]], record: Path,
+                       worker: WorkerProcess) -> tuple[dict[str, float], dict[str, float]]:
+    queue = _saq_queue(url, name)
+    await queue.connect()
+    admitted: dict[str, float] = {}
+    picked: dict[str, float] = {}
+    try:
+        await _saq_enqueue(queue, 0, "ready", "ready")
+        picked = _wait_lines(record, 1, worker, timeout_s=60)
+        for i, (job_id, gap) in enumerate(plan):
+            await asyncio.sleep(gap)
+            await _saq_enqueue(queue, i, "b", job_id)
+            admitted[job_id] = time.perf_counter()
+    finally:
+        await queue.disconnect()
     return admitted, picked
 
 

@@ -1,4 +1,4 @@
-"""A no-op worker process for the queue bench, ours or bullmq's, run as users run theirs.
+"""A no-op worker process for the queue bench, ours, bullmq's or SAQ's, run as users run theirs.
 
     python -m bench.queue_worker ours      the service's worker as `python -m functions.render_worker`
                                            builds it (settings from the environment, the service's
@@ -9,10 +9,12 @@
                                            processes under the service's supervisor
     python -m bench.queue_worker bullmq    a bullmq Worker, concurrency BENCH_CONCURRENCY, on
                                            BENCH_QUEUE at REDIS_URL, a no-op async processor
+    python -m bench.queue_worker saq       a SAQ Worker, concurrency BENCH_CONCURRENCY, on BENCH_QUEUE
+                                           at REDIS_URL, a no-op async function "preview"
 
 With BENCH_PICKUP_FILE set, each job's pickup time (time.perf_counter: CLOCK_MONOTONIC, the same
 clock in every process of the machine) goes there as a line "<jobId> <seconds>", written after
-the time was taken. Both stop on SIGTERM.
+the time was taken. All stop on SIGTERM.
 """
 
 from __future__ import annotations
@@ -82,5 +84,32 @@ def run_bullmq() -> int:
     return 0
 
 
+def run_saq() -> int:
+    import asyncio
+
+    from saq import Queue, Worker
+
+    record = _recorder()
+
+    async def preview(ctx: dict[str, Any], **payload: Any) -> None:
+        if record is not None:
+            record.write(f"{ctx['job'].key} {time.perf_counter()}\n")
+
+    async def main() -> None:
+        queue = Queue.from_url(os.environ["REDIS_URL"], name=os.environ["BENCH_QUEUE"])
+        await queue.connect()
+        # Its defaults otherwise (job timeout, upkeep timers, a blocking dequeue); Worker.start
+        # returns on SIGTERM.
+        worker = Worker(queue, [("preview", preview)], concurrency=int(os.environ.get("BENCH_CONCURRENCY", "8")))
+        try:
+            await worker.start()
+        finally:
+            await queue.disconnect()
+
+    asyncio.run(main())
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(run_bullmq() if sys.argv[1:] == ["bullmq"] else run_ours())
+    side = sys.argv[1:]
+    sys.exit(run_bullmq() if side == ["bullmq"] else run_saq() if side == ["saq"] else run_ours())

@@ -24,6 +24,8 @@ def test_queue_bench_produces_numbers(redis_url: str, tmp_path: Path) -> None:
                    "worker: cost of INFO logging", "pickup p99, 2 ms spacing", "pickup p99, 10 ms spacing"):
         assert any(name.startswith(wanted) for name in names), (wanted, names)
     with_bullmq = queue_bench.bullmq_version() is not None
+    with_saq = queue_bench.saq_version() is not None
+    saq_rows = ("enqueue one at a time", "enqueue, 2 callers", "worker, no-op job", "pickup p")
     for row in rows:
         assert row.ours and all(value > 0 for value in row.ours) or row.unit == "%", row
         # Rows that name a baseline got bullmq's figure, measured in the same run.
@@ -31,8 +33,12 @@ def test_queue_bench_produces_numbers(redis_url: str, tmp_path: Path) -> None:
             assert row.baseline and all(value > 0 for value in row.baseline), row
         if row.target is not None:
             assert row.passed is not None, row
+        # SAQ's figures (no target) in the same rounds, where it does the same work.
+        if with_saq and row.name.startswith(saq_rows):
+            assert row.saq and all(value > 0 for value in row.saq) and row.saq_ratio is not None, row
     table = queue_bench.format_table(rows)
     assert "pickup p99, 2 ms spacing" in table and ("PASS" in table or "MISS" in table)
+    assert ("ours/SAQ" in table) == with_saq
 
 
 @pytest.mark.process
