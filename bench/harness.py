@@ -220,13 +220,18 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], timeout_s: floa
 
 def alternate(rounds: int, contenders: Mapping[str, Callable[[int], float]], *,
               before: Callable[[], object] | None = None, after: Callable[[], object] | None = None,
-              report: Callable[[int, str, float], None] | None = None) -> dict[str, list[float]]:
+              report: Callable[[int, str, float], None] | None = None, swap: bool = False) -> dict[str, list[float]]:
     """Each round runs every contender once, in turn (`before` and `after` around each run,
     untimed), so a noisy moment on a shared machine lands on both sides rather than on one.
-    A contender gets the round number (from 0) and returns its figure; every figure, by name."""
+    With `swap`, every other round runs them in the reverse order, so neither side always runs
+    first (what a ratio of two sides wants). A contender gets the round number (from 0) and
+    returns its figure; every figure, by name."""
     figures: dict[str, list[float]] = {name: [] for name in contenders}
     for round_number in range(rounds):
-        for name, measure in contenders.items():
+        order = list(contenders.items())
+        if swap and round_number % 2:
+            order.reverse()
+        for name, measure in order:
             if before is not None:
                 before()
             figure = measure(round_number)

@@ -27,6 +27,9 @@ How the figures are taken:
 - admission through the service: `service.enqueue` (schema and rule validation, admission, its
   log line) against the bare `JobQueue.admit`, same payload (the seed's minimal one);
 - logging: our worker at LOG_LEVEL=INFO against the same worker at WARNING;
+- those two compare this project with itself, each a ratio of two noisy figures: they get
+  more rounds of their own (9), the two sides in turn and in the reverse order every other
+  round, and the figure is the median of the rounds' ratios;
 - multi-process worker: PREVIEW_WORKER_PROCESSES=2 with the concurrency halved (the same job
   loops in all), in the same rounds as the single process and bullmq;
 - Node BullMQ is not run here: its figure is the issue's measurement, printed for the gap.
@@ -183,11 +186,11 @@ def run(url: str, data_dir: Path, sizes: Sizes = FULL, *, with_bullmq: bool = Tr
                              + ("; SAQ left out: no batch API (Queue.map enqueues one job at a time and waits for "
                                 "the results)" if with_saq else "")))
 
-        step("admission through the service against the bare queue")
-        r = bench.rounds(rounds, {
+        step(f"admission through the service against the bare queue, {sizes.ratio_rounds} rounds")
+        r = bench.rounds(sizes.ratio_rounds, {
             "service": lambda: ours_enqueue(bench, sizes.admit_jobs, w),
             "bare": lambda: ours_admit(bench, sizes.admit_jobs, w),
-        })
+        }, swap=True)
         shares = [s / b for s, b in zip(r["service"], r["bare"], strict=True)]
         rows.append(Row("service.enqueue / bare JobQueue.admit", shares, "x", target=SERVICE_TARGET, own_figure=True,
                         note=f"service.enqueue {_rate(r['service'])}, JobQueue.admit {_rate(r['bare'])}: validation, "
@@ -199,7 +202,6 @@ def run(url: str, data_dir: Path, sizes: Sizes = FULL, *, with_bullmq: bool = Tr
             "ours": lambda: worker_rate(bench, "ours", sizes.worker_jobs, c),
             **bq({"bullmq": lambda: worker_rate(bench, "bullmq", sizes.worker_jobs, c)}),
             **sq({"saq": lambda: worker_rate(bench, "saq", sizes.worker_jobs, c)}),
-            "ours-quiet": lambda: worker_rate(bench, "ours", sizes.worker_jobs, c, log_level="WARNING"),
             "ours-processes": lambda: worker_rate(bench, "ours", sizes.worker_jobs, per_process,
                                                   processes=WORKER_PROCESSES),
         })
@@ -219,10 +221,15 @@ def run(url: str, data_dir: Path, sizes: Sizes = FULL, *, with_bullmq: bool = Tr
         node = statistics.median(r["ours-processes"]) / NODE_BULLMQ_WORKER
         rows.append(Row(f"worker, {WORKER_PROCESSES} processes: gap to Node BullMQ", [node], "x",
                         note=f"ours with {WORKER_PROCESSES} processes / {NODE_BULLMQ_WORKER:,.0f} jobs/s"))
-        costs = [100 * (1 - info / quiet) for info, quiet in zip(r["ours"], r["ours-quiet"], strict=True)]
+        step(f"worker at INFO against WARNING, {sizes.ratio_rounds} rounds")
+        r = bench.rounds(sizes.ratio_rounds, {
+            "info": lambda: worker_rate(bench, "ours", sizes.worker_jobs, c),
+            "quiet": lambda: worker_rate(bench, "ours", sizes.worker_jobs, c, log_level="WARNING"),
+        }, swap=True)
+        costs = [100 * (1 - info / quiet) for info, quiet in zip(r["info"], r["quiet"], strict=True)]
         rows.append(Row("worker: cost of INFO logging", costs, "%", target=LOG_COST_TARGET,
-                        note=f"throughput at LOG_LEVEL=WARNING {_rate(r['ours-quiet'])}; per round: "
-                             "1 - INFO / WARNING"))
+                        note=f"throughput at LOG_LEVEL=INFO {_rate(r['info'])}, at WARNING {_rate(r['quiet'])}; "
+                             "per round: 1 - INFO / WARNING, the two in turn"))
 
         step(f"pickup latency, {sizes.latency_rounds} rounds")
         gaps = sizes.latency_gaps_s
@@ -296,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"Python {platform.python_version()}, redis-py {redis.__version__} ({_parser()} parser), "
                   f"bullmq {bq or 'not installed: no baselines'}, SAQ {sq or 'not installed'}; "
                   f"{harness.cpu_count()} CPUs, not pinned; "
-                  f"medians of {sizes.rounds} interleaved rounds ({sizes.latency_rounds} for latency)", flush=True)
+                  f"medians of {sizes.rounds} interleaved rounds ({sizes.ratio_rounds} for the service and logging "
+                  f"ratios, {sizes.latency_rounds} for latency)", flush=True)
             print(f"load average before start: {harness.load_average():.2f} "
                   "(other processes on these CPUs add noise)", flush=True)
             rows = run(lab.url, lab.data_dir, sizes, with_bullmq=not args.no_bullmq, with_saq=not args.no_saq)

@@ -38,6 +38,9 @@ class Sizes:
     concurrency: int = 8
     warmup_jobs: int = 200
     rounds: int = 5
+    # The two rows that compare this project with itself (admission through the service, the
+    # cost of INFO logging) are ratios of two noisy figures: more rounds, the sides in turn.
+    ratio_rounds: int = 9
     latency_rounds: int = 3
     # Pauses between latency samples: every admission finds the worker idle (the issue's 2 ms
     # and 10 ms spacings).
@@ -50,7 +53,7 @@ class Sizes:
 
 FULL = Sizes()
 QUICK = Sizes(admit_jobs=200, claim_jobs=200, worker_jobs=400, bulk_jobs=400, latency_samples=20, warmup_jobs=20,
-              rounds=1, latency_rounds=1)
+              rounds=1, ratio_rounds=1, latency_rounds=1)
 
 
 def job_payload(i: int, tag: str = "b") -> dict[str, Any]:
@@ -123,10 +126,12 @@ class QueueBench:
         (the in-process diagnosis compares variants of ours, not us with others)."""
         return harness.highest(self.rounds(rounds, contenders))
 
-    def rounds(self, rounds: int, contenders: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
-        """Run every contender once per round, in turn, on an empty database; every figure."""
+    def rounds(self, rounds: int, contenders: dict[str, Callable[[], float]], *,
+               swap: bool = False) -> dict[str, list[float]]:
+        """Run every contender once per round, in turn (`swap`: the order reversed every other
+        round), on an empty database; every figure."""
         figures = harness.alternate(rounds, {name: _any_round(measure) for name, measure in contenders.items()},
-                                    before=self.flush, after=self.close_clients)
+                                    before=self.flush, after=self.close_clients, swap=swap)
         self.flush()
         return figures
 

@@ -4,6 +4,7 @@ assertions)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -83,3 +84,21 @@ def test_cold_start_bench_produces_numbers(redis_url: str) -> None:
     rows = cold_start.figures([result])
     assert [row.target for row in rows if row.target] == [cold_start.TARGET] * 2  # wall and CPU
     assert "packaged / baseline" in cold_start.harness.figures_table(rows)
+
+
+@pytest.mark.unit
+def test_rounds_in_turn_and_swapped() -> None:
+    """`alternate` runs the contenders in turn each round; with `swap`, every other round in the
+    reverse order (neither side of a ratio always first)."""
+    from bench import harness
+
+    ran: list[str] = []
+
+    def contender(name: str) -> Any:
+        return lambda round_number: ran.append(f"{name}{round_number}") or float(round_number)
+
+    figures = harness.alternate(3, {"a": contender("a"), "b": contender("b")})
+    assert ran == ["a0", "b0", "a1", "b1", "a2", "b2"] and figures == {"a": [0, 1, 2], "b": [0, 1, 2]}
+    ran.clear()
+    figures = harness.alternate(3, {"a": contender("a"), "b": contender("b")}, swap=True)
+    assert ran == ["a0", "b0", "b1", "a1", "a2", "b2"] and figures == {"a": [0, 1, 2], "b": [0, 1, 2]}
