@@ -26,10 +26,13 @@ How the figures are taken:
 - bulk admission: one `JobQueue.admit_many` call against one bullmq `Queue.addBulk`;
 - admission through the service: `service.enqueue` (schema and rule validation, admission, its
   log line) against the bare `JobQueue.admit`, same payload (the seed's minimal one);
-- logging: our worker at LOG_LEVEL=INFO against the same worker at WARNING;
-- those two compare this project with itself, each a ratio of two noisy figures: they get
-  more rounds of their own (9), the two sides in turn and in the reverse order every other
-  round, and the figure is the median of the rounds' ratios;
+- admission through the service compares this project with itself, a ratio of two noisy
+  figures: it gets more rounds of its own (9), the two sides in turn and in the reverse order
+  every other round, and the figure is the median of the rounds' ratios;
+- logging: one worker process timed in alternating phases at LOG_LEVEL=INFO and at WARNING
+  (SIGUSR1 flips the level, which every line reads, as LOG_LEVEL sets it at start-up), so both
+  sides share the process, its heap and its placement on the CPUs; each INFO phase against the
+  WARNING phases either side of it, over a few worker processes; the figure is the median;
 - multi-process worker: PREVIEW_WORKER_PROCESSES=2 with the concurrency halved (the same job
   loops in all), in the same rounds as the single process and bullmq;
 - Node BullMQ is not run here: its figure is the issue's measurement, printed for the gap.
@@ -55,6 +58,7 @@ from bench.queue_fixtures import FULL, QUICK, QueueBench, Sizes, bullmq_version,
 from bench.queue_measures import (
     bullmq_add,
     bullmq_add_bulk,
+    logging_cost,
     ours_admit,
     ours_admit_many,
     ours_enqueue,
@@ -221,15 +225,16 @@ def run(url: str, data_dir: Path, sizes: Sizes = FULL, *, with_bullmq: bool = Tr
         node = statistics.median(r["ours-processes"]) / NODE_BULLMQ_WORKER
         rows.append(Row(f"worker, {WORKER_PROCESSES} processes: gap to Node BullMQ", [node], "x",
                         note=f"ours with {WORKER_PROCESSES} processes / {NODE_BULLMQ_WORKER:,.0f} jobs/s"))
-        step(f"worker at INFO against WARNING, {sizes.ratio_rounds} rounds")
-        r = bench.rounds(sizes.ratio_rounds, {
-            "info": lambda: worker_rate(bench, "ours", sizes.worker_jobs, c),
-            "quiet": lambda: worker_rate(bench, "ours", sizes.worker_jobs, c, log_level="WARNING"),
-        }, swap=True)
-        costs = [100 * (1 - info / quiet) for info, quiet in zip(r["info"], r["quiet"], strict=True)]
+        step(f"worker at INFO and at WARNING in alternating phases, {sizes.log_rounds} worker processes")
+        costs = []
+        for _ in range(sizes.log_rounds):
+            costs += logging_cost(bench, sizes.log_jobs, c, sizes.log_phase_s)
+            bench.close_clients()
+            bench.flush()
         rows.append(Row("worker: cost of INFO logging", costs, "%", target=LOG_COST_TARGET,
-                        note=f"throughput at LOG_LEVEL=INFO {_rate(r['info'])}, at WARNING {_rate(r['quiet'])}; "
-                             "per round: 1 - INFO / WARNING, the two in turn"))
+                        note=f"{sizes.log_rounds} worker processes x {sizes.log_jobs:,} jobs, the level flipped every "
+                             f"{sizes.log_phase_s:g} s (SIGUSR1); {len(costs)} INFO phases, each 1 - its jobs/s over "
+                             "the mean of the WARNING phases either side"))
 
         step(f"pickup latency, {sizes.latency_rounds} rounds")
         gaps = sizes.latency_gaps_s
@@ -303,8 +308,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"Python {platform.python_version()}, redis-py {redis.__version__} ({_parser()} parser), "
                   f"bullmq {bq or 'not installed: no baselines'}, SAQ {sq or 'not installed'}; "
                   f"{harness.cpu_count()} CPUs, not pinned; "
-                  f"medians of {sizes.rounds} interleaved rounds ({sizes.ratio_rounds} for the service and logging "
-                  f"ratios, {sizes.latency_rounds} for latency)", flush=True)
+                  f"medians of {sizes.rounds} interleaved rounds ({sizes.ratio_rounds} for the service ratio, "
+                  f"{sizes.latency_rounds} for latency)", flush=True)
             print(f"load average before start: {harness.load_average():.2f} "
                   "(other processes on these CPUs add noise)", flush=True)
             rows = run(lab.url, lab.data_dir, sizes, with_bullmq=not args.no_bullmq, with_saq=not args.no_saq)

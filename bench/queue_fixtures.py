@@ -38,9 +38,14 @@ class Sizes:
     concurrency: int = 8
     warmup_jobs: int = 200
     rounds: int = 5
-    # The two rows that compare this project with itself (admission through the service, the
-    # cost of INFO logging) are ratios of two noisy figures: more rounds, the sides in turn.
+    # Admission through the service against the bare queue: a ratio of two noisy figures, so
+    # more rounds, the sides in turn.
     ratio_rounds: int = 9
+    # The cost of INFO logging: worker processes, each timed in alternating INFO and WARNING
+    # phases of log_phase_s over log_jobs jobs.
+    log_rounds: int = 5
+    log_jobs: int = 12000  # within the completed cap (KEEP_COMPLETED_COUNT)
+    log_phase_s: float = 0.25
     latency_rounds: int = 3
     # Pauses between latency samples: every admission finds the worker idle (the 2 ms
     # and 10 ms spacings).
@@ -53,7 +58,7 @@ class Sizes:
 
 FULL = Sizes()
 QUICK = Sizes(admit_jobs=200, claim_jobs=200, worker_jobs=400, bulk_jobs=400, latency_samples=20, warmup_jobs=20,
-              rounds=1, ratio_rounds=1, latency_rounds=1)
+              rounds=1, ratio_rounds=1, log_rounds=1, log_jobs=3000, log_phase_s=0.03, latency_rounds=1)
 
 
 def job_payload(i: int, tag: str = "b") -> dict[str, Any]:

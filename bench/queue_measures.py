@@ -32,6 +32,7 @@ from bench.queue_fixtures import (
     worker_env,
 )
 from shared.contract import JobRequest
+from shared.keys import QueueKeys
 from shared.queue import JobQueue
 from shared.settings import Settings
 from shared.worker import Worker
@@ -316,7 +317,8 @@ class WorkerProcess:
         assert self.process is not None
         if self.process.poll() is not None:
             error = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
-            raise RuntimeError(f"the {self.side} worker exited: {error.strip()[-2000:]}")
+            raise RuntimeError(f"the {self.side} worker exited with code {self.process.returncode}: "
+                               f"{error.strip()[-2000:]}")
 
     def __exit__(self, *exc: object) -> None:
         assert self.process is not None
@@ -404,6 +406,47 @@ def worker_rate(bench: QueueBench, side: str, n: int, concurrency: int, log_leve
                 raise TimeoutError(f"the {side} worker finished {done} of {n} jobs")
             worker.check()
             time.sleep(0.002)
+
+
+def logging_cost(bench: QueueBench, n: int, concurrency: int, phase_s: float) -> list[float]:
+    """% of our worker's throughput that INFO logging costs, from one worker process over n
+    pre-filled no-op jobs timed in alternating phases of `phase_s` at INFO (LOG_LEVEL's default)
+    and at WARNING (flipped by SIGUSR1), in steady state (from a tenth of the jobs done to nine
+    tenths). Each INFO phase is held to the mean of the WARNING phases either side of it, so a
+    drift of the machine's speed cancels; one figure per INFO phase."""
+    name = f"bench-ours-logging-{time.monotonic_ns()}"
+    _fill("ours", bench, name, n, "b")
+    low, high = n // 10, n - n // 10
+    env = {**worker_env(bench.url, name, bench.data_dir, concurrency), "BENCH_LOG_TOGGLE": "1"}
+    rates: list[float] = []  # jobs/s of each phase: INFO, WARNING, INFO, ...
+    with redis.Redis.from_url(bench.url) as client:
+        # All of them admitted (the completed cap bounds n), or the counts below would be wrong
+        # and a signal could reach the worker before it set its handler
+        admitted = client.zcard(QueueKeys(name).waiting)
+    if admitted != n:
+        raise RuntimeError(f"{admitted} of {n} jobs admitted: n is above the retention caps")
+    with redis.Redis.from_url(bench.url) as client, WorkerProcess("ours", env) as worker:
+        assert worker.process is not None
+        deadline = time.monotonic() + max(60.0, n / 50)
+        start: tuple[float, int] | None = None
+        while True:
+            done = _done(client, "ours", name, n)
+            now = time.perf_counter()
+            if done >= high:
+                break
+            if start is None and done >= low:
+                start = (now, done)
+            elif start is not None and now - start[0] >= phase_s:
+                rates.append((done - start[1]) / (now - start[0]))
+                worker.process.send_signal(signal.SIGUSR1)  # the next phase, at the other level
+                start = (now, done)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the worker finished {done} of {n} jobs")
+            worker.check()
+            time.sleep(0.002)
+    info, quiet = rates[0::2], rates[1::2]
+    return [100 * (1 - rate / ((quiet[k - 1] + quiet[k]) / 2)) for k, rate in enumerate(info)
+            if 0 < k < len(quiet)]
 
 
 def pickup_round(bench: QueueBench, side: str, samples: int, warmup: int, gaps: tuple[float, ...],

@@ -14,7 +14,8 @@
 
 With BENCH_PICKUP_FILE set, each job's pickup time (time.perf_counter: CLOCK_MONOTONIC, the same
 clock in every process of the machine) goes there as a line "<jobId> <seconds>", written after
-the time was taken. All stop on SIGTERM.
+the time was taken. With BENCH_LOG_TOGGLE set, SIGUSR1 flips ours between LOG_LEVEL INFO and
+WARNING. All stop on SIGTERM.
 """
 
 from __future__ import annotations
@@ -50,10 +51,28 @@ def run_ours() -> int:
         return supervise([sys.executable, "-m", "bench.queue_worker", "ours"], services.settings.worker_processes)
     worker = Worker(services.settings, services.queue, NullStore(), render=render)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    if os.environ.get("BENCH_LOG_TOGGLE"):
+        _toggle_log_level_on_sigusr1()
     try:
         return worker.run_forever()
     finally:
         wiring.reset()
+
+
+def _toggle_log_level_on_sigusr1() -> None:
+    """SIGUSR1 flips the service's logger between INFO and WARNING, as LOG_LEVEL would set it at
+    start-up (the level is read on every line), so the bench can time one worker process at both
+    levels in alternating phases: the same process, heap and CPU placement on both sides."""
+    import logging
+
+    from shared.observability import logger
+
+    std = logging.getLogger(logger.name)
+
+    def toggle(*_: object) -> None:
+        std.setLevel(logging.WARNING if std.getEffectiveLevel() <= logging.INFO else logging.INFO)
+
+    signal.signal(signal.SIGUSR1, toggle)
 
 
 def run_bullmq() -> int:
