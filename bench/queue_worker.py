@@ -50,7 +50,7 @@ def run_ours() -> int:
 
         return supervise([sys.executable, "-m", "bench.queue_worker", "ours"], services.settings.worker_processes)
     worker = Worker(services.settings, services.queue, NullStore(), render=render)
-    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    signal.signal(signal.SIGTERM, worker.stop_from_signal)
     if os.environ.get("BENCH_LOG_TOGGLE"):
         _toggle_log_level_on_sigusr1()
     try:

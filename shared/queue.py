@@ -172,9 +172,9 @@ def backoff_delay_ms(base_ms: int, attempts_made: int, rng: random.Random | None
 
 # Scripts whose success a client is told of (202 admitted, 200 retried or cancelled): where the
 # server has a replica (a cluster shard's, or a replicated single server's) their write must reach
-# it before that answer, or a failover right after could undo what the client was promised. The worker's own writes need no such wait: a lost claim
-# leaves the job waiting, a lost completion or failure leaves it leased until its lease runs out
-# and it is handed out again.
+# it before that answer, or a failover right after could undo what the client was promised.
+# The worker's own writes need no such wait: a lost claim leaves the job waiting, a lost
+# completion or failure leaves it leased until its lease runs out and it is handed out again.
 _ACKNOWLEDGED_WRITES = frozenset({"admit", "admit_many", "retry", "cancel"})
 
 

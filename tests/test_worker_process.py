@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -200,3 +202,22 @@ def test_the_worker_freezes_its_start_up_heap(env: dict[str, str]) -> None:
     # the few objects freed since), and what a collection walks is what the run made
     assert seen["after"] > seen["frozen"] * 0.9 and seen["tracked_after"] < seen["frozen"] // 5, seen
     assert seen["frozen_s"] < seen["unfrozen_s"], seen
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_a_burst_of_sigterms_stops_the_worker(env: dict[str, str], workers: WorkerProcesses, processes: str) -> None:
+    """SIGTERM after SIGTERM (a supervisor's forward and a process group's, an impatient operator):
+    the worker, and the supervisor of several, stop as for one. A handler that took a lock the
+    interrupted main thread held (an Event's, a log line's) hung the process for good."""
+    queue = queue_for(env)
+    worker = workers.start(PREVIEW_WORKER_PROCESSES=processes, PREVIEW_SHUTDOWN_GRACE_SECONDS="1")
+    wait_for(lambda: queue.workers_seen(0)[0] == int(processes), 30)
+    deadline = time.monotonic() + 20
+    while worker.poll() is None and time.monotonic() < deadline:  # signals all through its stop
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signal.SIGTERM)
+    assert worker.poll() is not None, "the worker hung on a burst of SIGTERMs"
+    # 0, or killed by a signal that came after the interpreter gave its handler up at exit
+    assert worker.wait(1) in (0, -signal.SIGTERM)
+    if processes == "2":  # and no child is left behind
+        wait_for(lambda: queue.workers_seen(0)[0] == 0, 10)

@@ -14,7 +14,6 @@ import sys
 
 from shared import wiring
 from shared.errors import ConfigError
-from shared.observability import logger
 from shared.settings import Settings
 from shared.worker.process_mode import leave
 from shared.worker.processes import supervise
@@ -43,12 +42,9 @@ def main() -> int:
 
         start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=REGISTRY)
 
-    def on_signal(signum: int, frame: object) -> None:
-        logger.info("stop requested", extra={"signal": signal.Signals(signum).name})
-        worker.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    # The handler only notes the signal (no lock, no log line): the worker's loop stops it.
+    signal.signal(signal.SIGTERM, worker.stop_from_signal)
+    signal.signal(signal.SIGINT, worker.stop_from_signal)
     try:
         # Not 0 when renders got stuck past their deadlines: the supervisor starts a fresh one.
         code = worker.run_forever()

@@ -40,6 +40,7 @@ class WorkerCore:
         self.stuck: set[threading.Thread] = set()
         self.on_stuck: Callable[[], None] | None = None
         self.exit_code = 0
+        self.stop_signal: int | None = None  # set by `stop_from_signal`, acted on by the main loop
         self.runner.on_abandon = self._abandoned
 
     def count(self, outcome: JobOutcome) -> None:
@@ -90,3 +91,11 @@ class WorkerCore:
 
     def stop(self) -> None:
         self.stop_event.set()
+
+    def stop_from_signal(self, signum: int, frame: object = None) -> None:
+        """A signal handler's stop: it only notes the signal, and the main loop stops the worker
+        within SIGNAL_POLL_S. A handler runs between two bytecodes of the main thread, which may
+        hold the lock `stop_event.set()` or a log line would take: taking it again there hung
+        the worker for good (two SIGTERMs in a row, as a supervisor's and a process group's)."""
+        if self.stop_signal is None:
+            self.stop_signal = signum

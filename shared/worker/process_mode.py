@@ -8,6 +8,7 @@ import contextlib
 import gc
 import logging
 import os
+import signal
 import threading
 import time
 
@@ -25,6 +26,8 @@ STUCK_EXIT_CODE = 70
 # How often the jobs of stopped workers are looked for: with the liveness period (3 s) this
 # puts a killed worker's job back in waiting within about 4 s.
 RECOVER_EVERY_S = 1.0
+# How soon the main loop acts on a stop signal (`WorkerCore.stop_from_signal`).
+SIGNAL_POLL_S = 0.05
 NOTHING_CLAIMED = ClaimOutcome(job=None)
 
 
@@ -75,16 +78,22 @@ def run(worker: WorkerCore, concurrency: int) -> int:
     logger.info("worker started", extra={"workerId": worker.worker_id, "concurrency": concurrency})
     interval = min(5.0, settings.lease_ms / 2000)
     tick = min(RECOVER_EVERY_S, settings.worker_liveness_ms / 3000, interval)
-    next_full = 0.0
+    next_full = next_tick = 0.0
     while not worker.stop_event.is_set():
-        full = time.monotonic() >= next_full
-        try:
-            worker.maintain(full=full)
-            if full:
-                next_full = time.monotonic() + interval
-        except StoreUnavailable:
-            logger.warning("redis unreachable; retrying")
-        worker.stop_event.wait(tick)
+        if worker.stop_signal is not None:
+            logger.info("stop requested", extra={"signal": signal.Signals(worker.stop_signal).name})
+            worker.stop()
+            break
+        if time.monotonic() >= next_tick:
+            full = time.monotonic() >= next_full
+            try:
+                worker.maintain(full=full)
+                if full:
+                    next_full = time.monotonic() + interval
+            except StoreUnavailable:
+                logger.warning("redis unreachable; retrying")
+            next_tick = time.monotonic() + tick
+        worker.stop_event.wait(max(0.0, min(SIGNAL_POLL_S, next_tick - time.monotonic())))
     loops = [t for t in list(threads) if t not in worker.stuck]  # the stuck ones' jobs are settled
     grace_deadline = time.monotonic() + settings.shutdown_grace_seconds
     for thread in loops:

@@ -78,6 +78,7 @@ class Supervisor:
         self.stop_timeout_s = shutdown_grace_s + STOP_MARGIN_S
         self.slots = [Slot(i) for i in range(processes)]
         self.stopping = threading.Event()
+        self.stop_signal: int | None = None  # noted by the signal handler, acted on by `run`
         self.clock = clock
 
     def _spawn(self, slot: Slot) -> None:
@@ -122,6 +123,10 @@ class Supervisor:
             self._spawn(slot)
         logger.info("worker processes started", extra={"processes": len(self.slots)})
         while not self.stopping.is_set():
+            if self.stop_signal is not None:
+                logger.info("stop requested", extra={"signal": signal.Signals(self.stop_signal).name})
+                self.stop(signal.SIGTERM)
+                break
             for slot in self.slots:
                 if self.stopping.is_set():
                     break
@@ -159,8 +164,9 @@ def supervise(command: Sequence[str], processes: int, *, metrics_port: int = 0,
     supervisor = Supervisor(command, processes, metrics_port=metrics_port, shutdown_grace_s=shutdown_grace_s)
 
     def on_signal(signum: int, frame: object) -> None:
-        logger.info("stop requested", extra={"signal": signal.Signals(signum).name})
-        supervisor.stop(signal.SIGTERM)
+        # Only noted (no lock, no log line: the main thread may hold them); `run` acts on it.
+        if supervisor.stop_signal is None:
+            supervisor.stop_signal = signum
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
