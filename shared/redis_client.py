@@ -263,8 +263,8 @@ class ScriptRunner:
         return held.conn
 
     def __call__(self, script: Script, keys: Sequence[Any], args: Sequence[Any], *, replicated: bool = False) -> Any:
-        """The script's reply. `replicated` asks for the write to reach a replica before it is
-        acknowledged (see `ClusterScriptRunner`); one server has none to wait for."""
+        """The script's reply. `replicated` asks for the write to reach a replica, where the
+        server has one, before it is acknowledged (see the class's docstring)."""
         conn = self._connection()
         try:
             return self._evalsha(conn, script, keys, args, replicated)
@@ -309,22 +309,18 @@ class ScriptRunner:
                     except redis.ResponseError:  # a server that will not say (INFO renamed away)
                         info = ""
                     self._note_replicas(info)
+                    reply = conn.read_response()
+                    if self._replicas == 0:
+                        return reply
+                    conn.send_command("WAIT", 1, self.REPLICA_WAIT_MS, check_health=False)
+                    confirmed = int(conn.read_response())
                 elif wait:
-                    conn.send_packed_command(packed + self._pack(conn, "WAIT", 1, self.REPLICA_WAIT_MS),
-                                             check_health=False)
+                    conn.send_packed_command(packed + self._wait(conn), check_health=False)
+                    reply, confirmed = self._read_confirmed(conn)
                 else:
                     conn.send_packed_command(packed, check_health=False)
                     return conn.read_response()
-                try:
-                    reply = conn.read_response()
-                except redis.ResponseError:
-                    if wait:
-                        conn.read_response()  # WAIT's own answer, so the connection stays in step
-                    raise
-                if ask and self._replicas > 0:
-                    conn.send_command("WAIT", 1, self.REPLICA_WAIT_MS, check_health=False)
-                    wait = True
-                if wait and int(conn.read_response()) < 1:
+                if confirmed < 1:
                     self._replicas_due = 0.0  # a replica may be gone: ask again next time
                     raise StoreUnavailable("Redis did not confirm the write on a replica in time; try again shortly")
                 return reply
@@ -340,6 +336,22 @@ class ScriptRunner:
                     raise
                 retries -= 1
                 conn.disconnect()
+
+    def _wait(self, conn: AbstractConnection) -> Any:
+        """WAIT for one replica, packed to follow a script in the same write."""
+        return self._pack(conn, "WAIT", 1, self.REPLICA_WAIT_MS)
+
+    @staticmethod
+    def _read_confirmed(conn: AbstractConnection) -> tuple[Any, int]:
+        """The replies of a script sent with `_wait` after it: the script's, and how many
+        replicas confirmed its write. WAIT's answer is read even when the script's is an error,
+        so the connection stays in step."""
+        try:
+            reply = conn.read_response()
+        except redis.ResponseError:
+            conn.read_response()
+            raise
+        return reply, int(conn.read_response())
 
     def _note_replicas(self, info: Any) -> None:
         text = info.decode() if isinstance(info, bytes) else str(info)
@@ -458,7 +470,7 @@ class ClusterScriptRunner(ScriptRunner):
             wait = replicated and self._has_replica(slot)
             was_open = conn.is_connected
             try:
-                sent = packed + self._pack(conn, "WAIT", 1, self.REPLICA_WAIT_MS) if wait else packed
+                sent = packed + self._wait(conn) if wait else packed
                 if asked:
                     # ASKING holds for the next command only: both go out in one write.
                     conn.send_packed_command(self._pack(conn, "ASKING") + sent, check_health=False)
@@ -471,12 +483,7 @@ class ClusterScriptRunner(ScriptRunner):
                     conn.send_packed_command(sent, check_health=False)
                 if not wait:
                     return conn.read_response()
-                try:
-                    reply = conn.read_response()
-                except redis.ResponseError:
-                    conn.read_response()  # WAIT's own answer, so the connection stays in step
-                    raise
-                confirmed = int(conn.read_response())
+                reply, confirmed = self._read_confirmed(conn)
             except NoScriptError:
                 if reloaded:
                     raise
