@@ -97,6 +97,12 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     slot.process.send_signal(signum)
 
+    def stop_from_signal(self, signum: int, frame: object = None) -> None:
+        """A signal handler's stop, as `WorkerCore.stop_from_signal`: only noted (no lock, no
+        log line: the interrupted main thread may hold them), and `run` acts on it."""
+        if self.stop_signal is None:
+            self.stop_signal = signum
+
     def _reap(self, slot: Slot) -> None:
         """A child that exited while the worker runs: its slot starts another after its back-off,
         or gives up."""
@@ -163,11 +169,6 @@ def supervise(command: Sequence[str], processes: int, *, metrics_port: int = 0,
     SIGINT forwarded; the exit status."""
     supervisor = Supervisor(command, processes, metrics_port=metrics_port, shutdown_grace_s=shutdown_grace_s)
 
-    def on_signal(signum: int, frame: object) -> None:
-        # Only noted (no lock, no log line: the main thread may hold them); `run` acts on it.
-        if supervisor.stop_signal is None:
-            supervisor.stop_signal = signum
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, supervisor.stop_from_signal)
+    signal.signal(signal.SIGINT, supervisor.stop_from_signal)
     return supervisor.run()
