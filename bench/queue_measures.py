@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,20 @@ def ours_admit(bench: QueueBench, n: int, warmup: int, threads: int = 1) -> floa
     return n / elapsed
 
 
+async def _timed_adds(add: Callable[[int, str], Awaitable[None]], n: int, warmup: int, tasks: int) -> float:
+    """jobs/s of `add(i, tag)` for n jobs split over `tasks` asyncio tasks, after `warmup`
+    untimed ones (tag "w"; the timed ones "b")."""
+
+    async def add_range(part: range, tag: str) -> None:
+        for i in part:
+            await add(i, tag)
+
+    await asyncio.gather(*(add_range(part, "w") for part in harness.slices(warmup, tasks)))
+    start = time.perf_counter()
+    await asyncio.gather(*(add_range(part, "b") for part in harness.slices(n, tasks)))
+    return n / (time.perf_counter() - start)
+
+
 async def _bullmq_add(url: str, name: str, n: int, warmup: int, tasks: int, pooled: bool) -> float:
     from bullmq import Queue
 
@@ -68,14 +82,10 @@ async def _bullmq_add(url: str, name: str, n: int, warmup: int, tasks: int, pool
     queue = Queue(name, {"connection": client if client is not None else url})
     try:
 
-        async def add_range(part: range, tag: str) -> None:
-            for i in part:
-                await queue.add("preview", job_payload(i, tag), {"jobId": f"{tag}-{i}"})
+        async def add(i: int, tag: str) -> None:
+            await queue.add("preview", job_payload(i, tag), {"jobId": f"{tag}-{i}"})
 
-        await asyncio.gather(*(add_range(part, "w") for part in harness.slices(warmup, tasks)))
-        start = time.perf_counter()
-        await asyncio.gather(*(add_range(part, "b") for part in harness.slices(n, tasks)))
-        return n / (time.perf_counter() - start)
+        return await _timed_adds(add, n, warmup, tasks)
     finally:
         await queue.close()
         if client is not None:
@@ -107,14 +117,7 @@ async def _saq_add(url: str, name: str, n: int, warmup: int, tasks: int) -> floa
     await queue.connect()
     try:
 
-        async def add_range(part: range, tag: str) -> None:
-            for i in part:
-                await _saq_enqueue(queue, i, tag)
-
-        await asyncio.gather(*(add_range(part, "w") for part in harness.slices(warmup, tasks)))
-        start = time.perf_counter()
-        await asyncio.gather(*(add_range(part, "b") for part in harness.slices(n, tasks)))
-        return n / (time.perf_counter() - start)
+        return await _timed_adds(lambda i, tag: _saq_enqueue(queue, i, tag), n, warmup, tasks)
     finally:
         await queue.disconnect()
 
