@@ -482,9 +482,16 @@ def _raise_if(errors: list[Problem], message: str | None = None) -> None:
         raise InvalidPayload(message or f"the job payload has {len(errors)} {noun}", errors)
 
 
+# What json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False) builds on
+# every call, built once: its `encode` keeps no state between calls (each has its own
+# circularity check), so threads share it.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(payload: Any) -> str:
-    """The text a payload is stored and hashed as (`shared.queue` admits it)."""
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """The text a payload is stored and hashed as (`shared.queue` admits it): keys sorted, no
+    spaces, Unicode as is."""
+    return _CANONICAL.encode(payload)
 
 
 def validate_for_admission(document: Any, settings: Settings) -> tuple[dict[str, Any], str]:
