@@ -24,6 +24,7 @@ from shared.errors import (
     StoreUnavailable,
 )
 from shared.keys import STATES
+from shared.kick import kick_all
 from shared.models import (
     AdmitResult,
     ArtifactFile,
@@ -67,7 +68,9 @@ def enqueue_many(documents: list[Any], *, settings: Settings, queue: JobQueue,
     answer it alone: its result, or the `InvalidPayload` / `Conflict` / `QueueFull` it would
     raise. The valid ones are admitted in order in one atomic script per batch
     (`JobQueue.admit_many`), so the backlog limit holds exactly and a jobId given twice is a
-    replay (or conflict) of its first admission. `StoreUnavailable` is raised for all."""
+    replay (or conflict) of its first admission. `StoreUnavailable` is raised for all. Each new
+    job is kicked once, all of them together after the answers are logged (`kick_all`: a
+    batch's kicks overlap instead of adding up)."""
     answers: list[AdmitResult | PreviewError | None] = []
     valid: list[tuple[int, dict[str, Any]]] = []
     for document in documents:
@@ -77,13 +80,15 @@ def enqueue_many(documents: list[Any], *, settings: Settings, queue: JobQueue,
         except PreviewError as exc:  # InvalidPayload, InvalidRequest
             answers.append(exc)
     admitted = queue.admit_many([payload for _, payload in valid]) if valid else []
+    created: list[str] = []
     for (place, payload), answer in zip(valid, admitted, strict=True):
         answers[place] = answer
         if isinstance(answer, AdmitResult):
             info_line("job admitted" if answer.created else "job replayed",
                       {"jobId": answer.jobId, "projectId": payload["projectId"], "state": answer.state})
             if answer.created:
-                kick(answer.jobId)
+                created.append(answer.jobId)
+    kick_all(kick, created)  # one kick per new job, sent together rather than one after another
     return [answer for answer in answers if answer is not None]
 
 
