@@ -143,6 +143,30 @@ def test_a_busy_worker_makes_one_script_call_per_job(redis_url: str, rdb: redis.
     assert calls <= jobs + 40
 
 
+def test_a_lambda_invocation_makes_one_script_call_per_job(redis_url: str, rdb: redis.Redis, tmp_path: Path) -> None:
+    """Given 20 waiting jobs, one invocation of the worker function drains them with one script
+    call per job, and one for its first claim (claim and complete were two per job)."""
+    jobs = 20
+    queue = make_queue(redis_url, tmp_path, PREVIEW_QUEUE_MAX="100")
+    worker = Worker(queue.settings, queue, FolderStore())
+    # A warm container: the renderer imported, the scripts known to Redis (a first EVALSHA
+    # of each is refused and sent again as EVAL)
+    queue.admit(job("warm-up"))
+    assert worker.run_until_idle(remaining_ms=lambda: 600_000)["processed"] == 1
+    queue.admit_many([job(n) for n in range(jobs)])
+    rdb.config_resetstat()
+    before = _script_calls(rdb)
+    summary = worker.run_until_idle(remaining_ms=lambda: 600_000)
+    calls = _script_calls(rdb) - before
+    assert summary["processed"] == jobs and summary["outcomes"] == {"dryrun": jobs + 1}  # the warm-up too
+    print(f"{calls} script calls for {jobs} jobs in one invocation")
+    # The start's recovery pass, the first claim, a completion per job (the last one's claim finds
+    # the queue empty); a lease renewal or two may come on top, against 20 more without claim-next
+    assert jobs + 2 <= calls <= jobs + 4
+    # Claimed as an invocation claims: without liveness, which it would not renew
+    assert rdb.zcard("pq:{preview-jobs}:alive") == 0
+
+
 # -- bulk admission ----------------------------------------------------------------------
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from shared import prometheus_metrics, wiring
+from shared import disk, prometheus_metrics, wiring
 from shared.contract import JobRequest
 from shared.errors import InvalidAsset, TransientRenderError
 from shared.queue import JobQueue
@@ -241,6 +242,108 @@ def test_lambda_fails_a_job_no_invocation_could_finish(redis_url: str, monkeypat
     # ...and the queue moves on in the same invocation.
     assert summary["outcomes"] == {"invalid": 1, "dryrun": 1}
     assert queue().status("job-2").state == "completed"  # type: ignore[union-attr]
+
+
+def queue_calls(monkeypatch: pytest.MonkeyPatch, queue: JobQueue) -> Counter[str]:
+    """How often the worker's queue is asked to claim, complete (with `claim_next` or not) and
+    release, counted as the calls are made."""
+    calls: Counter[str] = Counter()
+
+    def counting(name: str) -> Any:
+        call = getattr(queue, name)
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            calls[name + ("+claim" if kwargs.get("claim_next") else "")] += 1
+            return call(*args, **kwargs)
+
+        return counted
+
+    for name in ("claim", "complete", "release"):
+        monkeypatch.setattr(queue, name, counting(name))
+    return calls
+
+
+def never_claimed(job_id: str) -> bool:
+    """Still waiting as admitted: no claim ever leased it (a release keeps `processedOn`)."""
+    status = queue().status(job_id)
+    fields = queue().job_fields(job_id, "processedOn", "token", "worker")
+    return status is not None and (status.state, status.attemptsMade) == ("waiting", 0) and not any(fields.values())
+
+
+def test_lambda_claims_each_next_job_as_it_completes_one(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = configure(monkeypatch)
+    for n in range(3):
+        queue().admit(payload(n))
+    worker, store = make_worker(settings)
+    calls = queue_calls(monkeypatch, worker.queue)
+    summary = worker.run_until_idle(remaining_ms=lambda: 600_000)
+    assert summary == {"workerId": worker.worker_id, "processed": 3, "outcomes": {"completed": 3}}
+    # One claim, then each completion claims the next; the last finds the queue empty
+    assert calls == {"claim": 1, "complete+claim": 3}
+    assert [job_id for _, job_id, _ in store.published] == ["job-0", "job-1", "job-2"]
+    # Claimed as the first one was: without liveness (an invocation renews none)
+    assert queue().redis.zcard(queue().keys.alive) == 0
+
+
+def test_lambda_max_jobs_claims_no_job_it_would_not_run(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = configure(monkeypatch)
+    for n in range(5):
+        queue().admit(payload(n))
+    worker, _ = make_worker(settings)
+    calls = queue_calls(monkeypatch, worker.queue)
+    summary = worker.run_until_idle(remaining_ms=lambda: 600_000, max_jobs=3)
+    assert summary["processed"] == 3 and summary["outcomes"] == {"completed": 3}
+    # The third job's completion claims nothing: no job was taken only to be given back
+    assert calls == {"claim": 1, "complete+claim": 2, "complete": 1}
+    counts = queue().counts()
+    assert (counts.completed, counts.waiting, counts.active) == (3, 2, 0)
+    assert never_claimed("job-3") and never_claimed("job-4")
+
+
+def test_lambda_releases_a_next_job_that_does_not_fit_the_time_left(redis_url: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = configure(monkeypatch, PREVIEW_RENDER_MS_PER_VIDEO_SECOND="1000")
+    for n in range(3):
+        queue().admit(payload(n))
+    worker, _ = make_worker(settings)
+    calls = queue_calls(monkeypatch, worker.queue)
+    # The invocation's budget, then: plenty for the first job, too little for the second (it
+    # needs 7 s: 5 s of render, 2 s of safety)
+    remaining = [60_000, 60_000, 4_000]
+    summary = worker.run_until_idle(remaining_ms=lambda: remaining.pop(0))
+    assert remaining == [] and summary["processed"] == 1
+    assert summary["outcomes"] == {"completed": 1, "deferred": 1}
+    # The second job came with the first one's completion, and went straight back
+    assert calls == {"claim": 1, "complete+claim": 1, "release": 1}
+    second = queue().status("job-1")
+    assert second is not None and (second.state, second.attemptsMade) == ("waiting", 0)
+    assert queue().job_fields("job-1", "token", "worker") == {"token": None, "worker": None}
+    counts = queue().counts()
+    assert (counts.completed, counts.waiting, counts.active) == (1, 2, 0)
+    assert never_claimed("job-2")
+    # Given back in its place: the next claim takes it first
+    again = queue().claim().job
+    assert again is not None and again.id == "job-1"
+
+
+def test_lambda_makes_no_next_claim_once_below_the_disk_floor(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = configure(monkeypatch, PREVIEW_MIN_FREE_DISK_MB="100")
+    free = {"mb": 1000.0}
+    monkeypatch.setattr(disk, "free_mb", lambda path: free["mb"])
+
+    def fills_the_disk(request: JobRequest, out: Path, s: Settings, progress: Any) -> None:
+        write_file(request, out, s, progress)
+        free["mb"] = 50.0  # what is left once this job is done
+
+    for n in range(2):
+        queue().admit(payload(n))
+    worker, store = make_worker(settings, render=fills_the_disk)
+    calls = queue_calls(monkeypatch, worker.queue)
+    summary = worker.run_until_idle(remaining_ms=lambda: 600_000)
+    assert summary["processed"] == 1 and summary["outcomes"] == {"completed": 1}
+    # The completion asked for no next job, and none was claimed after it
+    assert calls == {"claim": 1, "complete": 1}
+    assert never_claimed("job-1") and len(store.published) == 1
 
 
 def test_lost_lease_stops_the_render_and_keeps_the_new_owner(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

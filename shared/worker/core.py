@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from shared import service
+from shared.contract import JobRequest
 from shared.models import JobOutcome
 from shared.observability import record_queue_counts, record_worker_heartbeat
 from shared.queue import ClaimedJob, ClaimOutcome, JobQueue
@@ -47,17 +48,20 @@ class WorkerCore:
         with self._lock:
             self.outcomes[outcome] += 1
 
-    def process(self, job: ClaimedJob, limit_s: float | None = None, then: NextClaim | None = None) -> JobOutcome:
-        outcome = self.runner.process(job, limit_s, then)
+    def process(self, job: ClaimedJob, limit_s: float | None = None, then: NextClaim | None = None,
+                request: JobRequest | None = None) -> JobOutcome:
+        outcome = self.runner.process(job, limit_s, then, request)
         self.count(outcome)
         return outcome
 
-    def process_then_claim(self, job: ClaimedJob, then: NextClaim) -> ClaimOutcome | None:
-        """Process a job and, as it completes, claim the next one in the same script (None when
-        no claim was made: the job did not complete, or `then.wanted()` said no)."""
+    def process_then_claim(self, job: ClaimedJob, then: NextClaim, limit_s: float | None = None,
+                           request: JobRequest | None = None) -> ClaimOutcome | None:
+        """Process a job (as `process`) and, as it completes, claim the next one in the same
+        script (None when no claim was made: the job did not complete, or `then.wanted()` said
+        no)."""
         then.claim = None
         try:
-            self.process(job, then=then)
+            self.process(job, limit_s, then, request)
         except BaseException:
             claimed, then.claim = then.claim, None
             if claimed is not None and claimed.job is not None:

@@ -31,11 +31,12 @@ AbandonFn = Callable[[threading.Thread, JobOutcome | None], None]
 class NextClaim:
     """A job loop's request to claim its next job as it completes this one (one round trip):
     `wanted()` is asked at that moment (not when stopping, not below the disk floor), and
-    `claim` holds what the claim found."""
+    `claim` holds what the claim found. `worker_id` as for `JobQueue.claim`: None for a
+    claimer without liveness (a Lambda invocation)."""
 
     __slots__ = ("worker_id", "wanted", "claim")
 
-    def __init__(self, worker_id: str, wanted: Callable[[], bool]) -> None:
+    def __init__(self, worker_id: str | None, wanted: Callable[[], bool]) -> None:
         self.worker_id = worker_id
         self.wanted = wanted
         self.claim: ClaimOutcome | None = None
@@ -67,13 +68,16 @@ class JobRunner:
             self._render = render_preview
         return self._render
 
-    def process(self, job: ClaimedJob, limit_s: float | None = None, then: NextClaim | None = None) -> JobOutcome:
+    def process(self, job: ClaimedJob, limit_s: float | None = None, then: NextClaim | None = None,
+                request: JobRequest | None = None) -> JobOutcome:
         """Run one claimed job to its outcome; the metric counts it, the log says it. Its render
         may take its deadline (`shared.worker.deadline`), and no more than `limit_s`. With
-        `then`, completing the job also claims the next one (into `then.claim`)."""
+        `then`, completing the job also claims the next one (into `then.claim`). `request`: the
+        job's payload as `read_request` read it, when the caller did already."""
         started = time.monotonic()
         # Read once: for the deadline and for the render.
-        request = read_request(job.payload)
+        if request is None:
+            request = read_request(job.payload)
         deadline_s = deadline_for(request, self.settings)
         if limit_s is not None:
             deadline_s = max(1, min(deadline_s, int(limit_s)))
