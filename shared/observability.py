@@ -5,7 +5,6 @@ SPEC."""
 
 from __future__ import annotations
 
-import collections
 import functools
 import json
 import logging
@@ -14,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from json.encoder import c_make_encoder as _make_encoder  # None without the C accelerator
 from json.encoder import encode_basestring as _encode_text
 from json.encoder import encode_basestring_ascii as _encode_ascii
@@ -42,90 +41,6 @@ class _CurrentStdout:
 
     def flush(self) -> None:
         sys.stdout.flush()
-
-
-class _LineBatch:
-    """The log handler's stream while `batched_log_writes` is on: a line is kept in memory and a
-    writer thread writes the lines of the last LOG_BATCH_S together, in order, in one write.
-    A line written at once costs a write system call, which lets go of the interpreter lock;
-    with eight job threads, getting it back took some 35 us of CPU a line (a tenth of a no-op
-    job's time), where keeping the line costs well under 1 us. `flush` (a record through the
-    logging machinery, `logging.shutdown`) writes what is kept at once."""
-
-    def __init__(self, target: Any, interval_s: float) -> None:
-        self.target = target  # the handler's own stream
-        self.interval_s = interval_s
-        self._lines: collections.deque[str] = collections.deque()
-        self._wake = threading.Event()
-        self._closing = False
-        self._writing = threading.Lock()  # one write at a time: the writer thread's or a flush
-        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
-        self._thread.start()
-
-    def write(self, text: str) -> int:
-        self._lines.append(text)
-        if not self._wake.is_set():  # the first line kept since the last write wakes the writer
-            self._wake.set()
-        return len(text)
-
-    def flush(self) -> None:
-        lines = self._lines
-        with self._writing:
-            if lines:
-                # popleft until empty: a line kept meanwhile is either taken now or next time
-                self.target.write("".join([lines.popleft() for _ in range(len(lines))]))
-                self.target.flush()
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait()
-            if not self._closing:
-                time.sleep(self.interval_s)  # the lines of the next moment join this write
-            self._wake.clear()
-            try:
-                self.flush()
-            except Exception:  # as logging does with a failed write: say so, do not stop logging
-                with suppress(Exception):
-                    sys.stderr.write("log-writer: writing log lines to stdout failed\n")
-            if self._closing:
-                return
-
-    def close(self) -> None:
-        """Write what is kept and stop the writer thread."""
-        self._closing = True
-        self._wake.set()
-        self._thread.join(5)
-        self.flush()
-
-
-# How long a line of the long-running worker may wait to be written with the next ones
-# (`batched_log_writes`): unnoticeable when reading the log; lost if the process is killed
-# hard (SIGKILL, a crash of the interpreter), at most this much of it.
-LOG_BATCH_S = 0.01
-
-
-@contextmanager
-def batched_log_writes(interval_s: float = LOG_BATCH_S) -> Iterator[None]:
-    """While the block runs, the service's log lines are written together every `interval_s`
-    (`_LineBatch`) rather than one write each; what is kept is written when the block ends,
-    by `logging.shutdown` and by any record that goes through the logging machinery. For the
-    long-running worker, whose job threads would otherwise contend for the interpreter lock at
-    every line. Nothing changes when the handler is not the service's own stream handler, or
-    when a batch is on already (the outer block owns it)."""
-    handler = getattr(logger, "logger_handler", None) or logger.registered_handler
-    if type(handler) is not logging.StreamHandler or type(handler.stream) is _LineBatch:
-        yield
-        return
-    original = handler.stream
-    batch = _LineBatch(original, interval_s)
-    handler.setStream(batch)  # type: ignore[arg-type]
-    try:
-        yield
-    finally:
-        with handler.lock:  # type: ignore[union-attr]
-            # No line between: those kept go out, then the handler writes straight again.
-            handler.stream = original
-            batch.close()
 
 
 logger = Logger(
@@ -388,9 +303,6 @@ def info_line(message: str, fields: dict[str, Any], **more: Any) -> None:
             logger.info(message, extra={**fields, **more}, stacklevel=2)
             return
     stream = handler.stream
-    if type(stream) is _LineBatch:  # kept, to be written with the next lines
-        stream.write(text + handler.terminator)
-        return
     if type(stream) is _CurrentStdout:  # what its write and flush do, one call fewer each
         stream = sys.stdout
     with handler.lock:  # what StreamHandler.emit and flush do, holding the lock once

@@ -14,7 +14,7 @@ import time
 
 from shared.disk import DiskGate
 from shared.errors import StoreUnavailable
-from shared.observability import batched_log_writes, logger, record_failure
+from shared.observability import logger, record_failure
 from shared.queue import ClaimOutcome
 from shared.worker.core import WorkerCore
 from shared.worker.job import NextClaim
@@ -43,13 +43,7 @@ def freeze_startup_heap() -> None:
 def run(worker: WorkerCore, concurrency: int) -> int:
     """Until `worker.stop()`; returns the process's exit status. Run on the main thread (the
     worker process itself, not the emulator's or a test's thread), it first freezes the heap
-    start-up built. Its log lines are written together every LOG_BATCH_S (`batched_log_writes`):
-    a write per line made the job threads contend for the interpreter lock."""
-    with batched_log_writes():
-        return _run(worker, concurrency)
-
-
-def _run(worker: WorkerCore, concurrency: int) -> int:
+    start-up built."""
     settings = worker.settings
     if threading.current_thread() is threading.main_thread():
         freeze_startup_heap()
