@@ -35,7 +35,10 @@ How the figures are taken:
   WARNING phases either side of it, over a few worker processes; the figure is the median;
 - multi-process worker: PREVIEW_WORKER_PROCESSES=2 with the concurrency halved (the same job
   loops in all), in the same rounds as the single process and bullmq;
-- Node BullMQ is not run here: its figure is the issue's measurement, printed for the gap.
+- BullMQ on Node: its `Worker` (bench/node/worker.mjs, the version bench/node's lock pins,
+  installed there with `npm ci` on first use) in the same worker rounds, on the jobs bullmq's
+  `addBulk` makes; for the gap to it only. Without node and npm (or with --no-node) the gap is
+  taken from the issue's measurement on another machine, and says so.
 
 The measurements are in bench/queue_measures.py, what they stand on in bench/queue_fixtures.py,
 the --diagnose breakdown in bench/queue_diagnose.py; this module runs them and reports.
@@ -54,7 +57,7 @@ import redis
 
 from bench import harness
 from bench.queue_diagnose import diagnose
-from bench.queue_fixtures import FULL, QUICK, QueueBench, Sizes, bullmq_version, saq_version
+from bench.queue_fixtures import FULL, QUICK, QueueBench, Sizes, bullmq_version, node_bullmq, saq_version
 from bench.queue_measures import (
     bullmq_add,
     bullmq_add_bulk,
@@ -73,7 +76,8 @@ BULK_TARGET = harness.Target(">=", 1.0)
 P99_TARGET = harness.Target("<=", 2.0, "ms")
 SERVICE_TARGET = harness.Target(">=", 0.8)
 LOG_COST_TARGET = harness.Target("<=", 10.0, "%")
-# The issue's measurement of BullMQ on Node (worker, no-op job, concurrency 8): not run here.
+# The issue's measurement of BullMQ on Node (worker, no-op job, concurrency 8), on another
+# machine: the gap's denominator only when Node cannot be run here.
 NODE_BULLMQ_WORKER = 13_616.0
 # The multi-process row: PREVIEW_WORKER_PROCESSES, the concurrency shared out among them.
 WORKER_PROCESSES = 2
@@ -142,8 +146,10 @@ def _cell(values: list[float], unit: str) -> str:
 
 
 def run(url: str, data_dir: Path, sizes: Sizes = FULL, *, with_bullmq: bool = True, with_saq: bool = True,
-        log: Callable[[str], None] = harness.progress) -> list[Row]:
-    """Every measurement against the (private) Redis at `url`, flushed between measurements."""
+        with_node: bool = False, without_node: str = "", log: Callable[[str], None] = harness.progress) -> list[Row]:
+    """Every measurement against the (private) Redis at `url`, flushed between measurements.
+    `with_node`: BullMQ on Node, installed (`node_bullmq`), in the worker rounds; otherwise the
+    gap to it is taken from the issue's figure, and `without_node` says why."""
     with_bullmq = with_bullmq and bullmq_version() is not None
     with_saq = with_saq and saq_version() is not None
     bench = QueueBench(url, data_dir)
@@ -206,6 +212,7 @@ def run(url: str, data_dir: Path, sizes: Sizes = FULL, *, with_bullmq: bool = Tr
             "ours": lambda: worker_rate(bench, "ours", sizes.worker_jobs, c),
             **bq({"bullmq": lambda: worker_rate(bench, "bullmq", sizes.worker_jobs, c)}),
             **sq({"saq": lambda: worker_rate(bench, "saq", sizes.worker_jobs, c)}),
+            **({"node": lambda: worker_rate(bench, "node", sizes.worker_jobs, c)} if with_node else {}),
             "ours-processes": lambda: worker_rate(bench, "ours", sizes.worker_jobs, per_process,
                                                   processes=WORKER_PROCESSES),
         })
@@ -218,13 +225,22 @@ def run(url: str, data_dir: Path, sizes: Sizes = FULL, *, with_bullmq: bool = Tr
                         "jobs/s", r.get("bullmq"), f"Worker, c={c}", WORKER_TARGET, saq=r.get("saq"),
                         note=f"PREVIEW_WORKER_PROCESSES={WORKER_PROCESSES}, PREVIEW_WORKER_CONCURRENCY={per_process}: "
                              f"the same {c} job loops in all, against the same bullmq and SAQ rounds"))
-        node = statistics.median(r["ours"]) / NODE_BULLMQ_WORKER
-        rows.append(Row("worker: gap to Node BullMQ", [node], "x",
-                        note=f"ours / {NODE_BULLMQ_WORKER:,.0f} jobs/s, BullMQ on Node as the issue measured it "
-                             "(not run here)"))
-        node = statistics.median(r["ours-processes"]) / NODE_BULLMQ_WORKER
-        rows.append(Row(f"worker, {WORKER_PROCESSES} processes: gap to Node BullMQ", [node], "x",
-                        note=f"ours with {WORKER_PROCESSES} processes / {NODE_BULLMQ_WORKER:,.0f} jobs/s"))
+        if with_node:
+            node = r["node"]
+            rows.append(Row("worker: gap to Node BullMQ", [o / b for o, b in zip(r["ours"], node, strict=True)], "x",
+                            note=f"ours / BullMQ's Worker on Node, c={c}, no-op async processor, in the same rounds: "
+                                 f"{_rate(node)}"))
+            rows.append(Row(f"worker, {WORKER_PROCESSES} processes: gap to Node BullMQ",
+                            [o / b for o, b in zip(r["ours-processes"], node, strict=True)], "x",
+                            note=f"ours with {WORKER_PROCESSES} processes / BullMQ on Node, in the same rounds"))
+        else:
+            gap = statistics.median(r["ours"]) / NODE_BULLMQ_WORKER
+            rows.append(Row("worker: gap to Node BullMQ", [gap], "x",
+                            note=f"ours / {NODE_BULLMQ_WORKER:,.0f} jobs/s, BullMQ on Node as the issue measured it on "
+                                 f"another machine (not run here: {without_node or 'left out'})"))
+            gap = statistics.median(r["ours-processes"]) / NODE_BULLMQ_WORKER
+            rows.append(Row(f"worker, {WORKER_PROCESSES} processes: gap to Node BullMQ", [gap], "x",
+                            note=f"ours with {WORKER_PROCESSES} processes / {NODE_BULLMQ_WORKER:,.0f} jobs/s"))
         step(f"worker at INFO and at WARNING in alternating phases, {sizes.log_rounds} worker processes")
         costs = []
         for _ in range(sizes.log_rounds):
@@ -298,21 +314,26 @@ def main(argv: list[str] | None = None) -> int:
                                      quick_help="tiny sizes, one round: check that it runs")
     parser.add_argument("--no-bullmq", action="store_true", help="skip the bullmq baselines")
     parser.add_argument("--no-saq", action="store_true", help="skip the SAQ figures")
+    parser.add_argument("--no-node", action="store_true",
+                        help="skip BullMQ on Node (otherwise installed into bench/node with npm ci on first use)")
     parser.add_argument("--diagnose", action="store_true", help="also break down the Worker's per-job cost")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     with harness.reports_duration("queue bench"):
         with harness.private_redis("queue-bench-") as lab:
             bq, sq = bullmq_version(), saq_version()
+            node, without_node = node_bullmq() if not args.no_node else (None, "--no-node")
             print(f"queue bench: redis-server {harness.redis_version(lab.url)} (private, 127.0.0.1:{lab.port}), "
                   f"Python {platform.python_version()}, redis-py {redis.__version__} ({_parser()} parser), "
-                  f"bullmq {bq or 'not installed: no baselines'}, SAQ {sq or 'not installed'}; "
+                  f"bullmq {bq or 'not installed: no baselines'}, SAQ {sq or 'not installed'}, "
+                  f"BullMQ on Node {node or 'not run: ' + without_node}; "
                   f"{harness.cpu_count()} CPUs, not pinned; "
                   f"medians of {sizes.rounds} interleaved rounds ({sizes.ratio_rounds} for the service ratio, "
                   f"{sizes.latency_rounds} for latency)", flush=True)
             print(f"load average before start: {harness.load_average():.2f} "
                   "(other processes on these CPUs add noise)", flush=True)
-            rows = run(lab.url, lab.data_dir, sizes, with_bullmq=not args.no_bullmq, with_saq=not args.no_saq)
+            rows = run(lab.url, lab.data_dir, sizes, with_bullmq=not args.no_bullmq, with_saq=not args.no_saq,
+                       with_node=node is not None, without_node=without_node)
             report = diagnose(lab.url, lab.data_dir, sizes) if args.diagnose else ""
         print(f"\nload average after: {harness.load_average():.2f}")
         print(format_table(rows))

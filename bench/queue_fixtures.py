@@ -4,7 +4,10 @@ that make the real `Worker` a no-op processor."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -96,7 +99,9 @@ def worker_env(url: str, queue_name: str, data_dir: Path, concurrency: int, log_
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREVIEW_", "REDIS_", "LOG_"))}
     env.update(make_env(url, queue_name, data_dir))
     env.update({"PREVIEW_WORKER_CONCURRENCY": str(concurrency), "LOG_LEVEL": log_level,
-                "PREVIEW_METRICS_PORT": "0", "BENCH_QUEUE": queue_name, "BENCH_CONCURRENCY": str(concurrency)})
+                "PREVIEW_METRICS_PORT": "0", "BENCH_QUEUE": queue_name, "BENCH_CONCURRENCY": str(concurrency),
+                "BENCH_KEEP_COMPLETED_COUNT": str(KEEP_COMPLETED_COUNT),
+                "BENCH_KEEP_COMPLETED_SECONDS": str(KEEP_COMPLETED_SECONDS)})
     return env
 
 
@@ -188,6 +193,31 @@ def bullmq_version() -> str | None:
     except ImportError:
         return None
     return str(getattr(bullmq, "__version__", "?"))
+
+
+# BullMQ on Node (bench/node: its package.json and lock pin the version): node_modules is
+# installed there from the npm registry on first use, with npm ci (no install scripts, as
+# npm runs by default: msgpackr keeps its JavaScript code).
+NODE_DIR = harness.REPO_ROOT / "bench" / "node"
+
+
+def node_bullmq() -> tuple[str | None, str]:
+    """The installed BullMQ-on-Node version, installing it first if need be, or None and why
+    it cannot be run (no node or npm on PATH, or npm ci failed)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        return None, "node and npm are not both on PATH"
+    installed = NODE_DIR / "node_modules" / "bullmq" / "package.json"
+    marker = NODE_DIR / "node_modules" / ".package-lock.json"
+    lock = NODE_DIR / "package-lock.json"
+    if not installed.exists() or not marker.exists() or marker.stat().st_mtime < lock.stat().st_mtime:
+        done = subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
+                              cwd=NODE_DIR, capture_output=True, text=True, timeout=300, check=False)
+        if done.returncode != 0 or not installed.exists():
+            return None, f"npm ci in bench/node failed: {(done.stderr or done.stdout).strip()[-300:]}"
+    version = json.loads(installed.read_text(encoding="utf-8"))["version"]
+    runtime = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30, check=False)
+    return f"{version} (Node {runtime.stdout.strip() or '?'})", ""
 
 
 def saq_version() -> str | None:

@@ -22,6 +22,7 @@ from bench import harness
 from bench.queue_fixtures import (
     KEEP_COMPLETED_COUNT,
     KEEP_COMPLETED_SECONDS,
+    NODE_DIR,
     NullStore,
     QueueBench,
     Sizes,
@@ -304,7 +305,7 @@ def pickup_latency(bench: QueueBench, sizes: Sizes) -> PickupLatency:
 
 
 class WorkerProcess:
-    """`python -m bench.queue_worker <side>` on the bench's queue until the block ends (SIGTERM,
+    """`python -m bench.queue_worker <side>` (or Node's worker) on the bench's queue until the block ends (SIGTERM,
     then SIGKILL); its stdout (the worker's log lines) goes to /dev/null, written all the same."""
 
     def __init__(self, side: str, env: dict[str, str]) -> None:
@@ -312,8 +313,11 @@ class WorkerProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> WorkerProcess:
-        self.process = subprocess.Popen([sys.executable, "-m", "bench.queue_worker", self.side], cwd=harness.REPO_ROOT,
-                                        env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # "node": BullMQ on Node (bench/node/worker.mjs), installed by queue_fixtures.node_bullmq
+        command = (["node", str(NODE_DIR / "worker.mjs")] if self.side == "node"
+                   else [sys.executable, "-m", "bench.queue_worker", self.side])
+        self.process = subprocess.Popen(command, cwd=harness.REPO_ROOT, env=self.env, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE)
         return self
 
     def check(self) -> None:
@@ -336,15 +340,16 @@ class WorkerProcess:
 
 
 def _done(client: redis.Redis, side: str, name: str, n: int) -> int:
-    """Jobs finished so far of the n filled: ours and bullmq's completed sets; SAQ keeps none, and
-    takes a finished job out of its incomplete set (queued and active jobs)."""
+    """Jobs finished so far of the n filled: ours and BullMQ's completed sets (Python or Node);
+    SAQ keeps none, and takes a finished job out of its incomplete set (queued and active jobs)."""
     if side == "saq":
         return n - int(client.zcard(f"saq:{name}:incomplete"))
     return int(client.zcard(f"pq:{{{name}}}:completed" if side == "ours" else f"bull:{name}:completed"))
 
 
 def _fill(side: str, bench: QueueBench, name: str, n: int, tag: str) -> None:
-    """n waiting jobs, admitted in bulk (untimed)."""
+    """n waiting jobs, admitted in bulk (untimed); Node's worker takes the jobs bullmq's
+    `Queue.addBulk` makes (the two share their Redis layout and scripts)."""
     if side == "ours":
         queue = JobQueue(bench.queue("fill").redis, make_settings(bench.url, name, bench.data_dir))
         for first in range(0, n, 1000):
@@ -386,7 +391,7 @@ async def _bullmq_fill(url: str, name: str, n: int, tag: str) -> None:
 
 def worker_rate(bench: QueueBench, side: str, n: int, concurrency: int, log_level: str = "INFO",
                 processes: int = 1) -> float:
-    """jobs/s of a worker process (ours, bullmq's or SAQ's) over n pre-filled no-op jobs, in steady
+    """jobs/s of a worker process (ours, bullmq's, BullMQ's on Node or SAQ's) over n pre-filled no-op jobs, in steady
     state: from the moment a tenth of them are done to the moment nine tenths are (so neither
     its start-up nor the last jobs' tail is counted). The completed set is read every 2 ms.
     `processes` (ours): PREVIEW_WORKER_PROCESSES, each process with `concurrency` job loops."""

@@ -102,3 +102,23 @@ def test_rounds_in_turn_and_swapped() -> None:
     ran.clear()
     figures = harness.alternate(3, {"a": contender("a"), "b": contender("b")}, swap=True)
     assert ran == ["a0", "b0", "b1", "a1", "a2", "b2"] and figures == {"a": [0, 1, 2], "b": [0, 1, 2]}
+
+
+@pytest.mark.process
+@pytest.mark.slow
+def test_queue_bench_runs_node_bullmq_in_the_same_rounds(redis_url: str, tmp_path: Path) -> None:
+    """With node and npm on PATH, BullMQ on Node is installed from the lock file and runs in the
+    worker rounds; the gap rows are ratios of that round's figures, not the issue's constant."""
+    from bench.queue_fixtures import node_bullmq
+
+    node, why = node_bullmq()
+    if node is None:
+        pytest.skip(f"BullMQ on Node cannot run here: {why}")
+    rows = queue_bench.run(redis_url, tmp_path, TINY, with_bullmq=False, with_saq=False, with_node=True,
+                           log=lambda _line: None)
+
+    gaps = [row for row in rows if "gap to Node BullMQ" in row.name]
+    assert len(gaps) == 2, [row.name for row in rows]
+    for row in gaps:
+        assert len(row.ours) == TINY.rounds and all(value > 0 for value in row.ours), row
+        assert "in the same rounds" in row.note and "another machine" not in row.note, row
